@@ -1,0 +1,3 @@
+from livswap.cli import entry_point
+
+entry_point()

@@ -1,0 +1,205 @@
+"""Video files (through PyAV), still images and a generated test pattern."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from livswap.capture.base import SourceInfo
+from livswap.capture.pacing import Pacer
+from livswap.errors import InputError, StreamEnded
+from livswap.frame import Frame, Image
+
+__all__ = ["ImageSource", "PatternSource", "VideoFileSource", "read_image"]
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
+
+
+def read_image(path: str | Path, what: str = "image") -> Image:
+    """Read an image file as RGB uint8; raise :class:`InputError` naming the file if it can't."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{what} {str(p)!r} does not exist")
+    if p.is_dir():
+        raise InputError(f"{what} {str(p)!r} is a directory, expected an image file")
+    try:
+        data = np.fromfile(p, dtype=np.uint8)
+    except OSError as exc:
+        raise InputError(f"{what} {str(p)!r} cannot be read: {exc.strerror}") from None
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if bgr is None:
+        raise InputError(f"{what} {str(p)!r} is not an image (expected PNG, JPEG, BMP, WebP or TIFF)")
+    return np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+
+
+class VideoFileSource:
+    """Decodes a video file with PyAV, off the event loop.
+
+    ``realtime=True`` paces frames at the file's own timestamps, like a camera (stale frames are
+    then dropped downstream if a stage is slow); ``realtime=False`` hands out frames as fast as
+    the consumer takes them (offline jobs). ``loop=True`` restarts at the end.
+    """
+
+    def __init__(self, path: str | Path, *, realtime: bool, loop: bool = False) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise InputError(f"input {str(self.path)!r} does not exist")
+        try:
+            self._container = av.open(str(self.path))
+        except (av.error.InvalidDataError, av.error.FFmpegError, OSError) as exc:
+            raise InputError(f"input {str(self.path)!r} is not a video: {exc}") from None
+        if not self._container.streams.video:
+            self._container.close()
+            raise InputError(f"input {str(self.path)!r} has no video stream")
+        self._stream = self._container.streams.video[0]
+        self._stream.thread_type = "AUTO"
+        rate = self._stream.average_rate or self._stream.guessed_rate
+        fps = float(rate) if rate else 30.0
+        frames = self._stream.frames or None
+        if frames is None and self._stream.duration and self._stream.time_base:
+            frames = round(float(self._stream.duration * self._stream.time_base) * fps)
+        ctx = self._stream.codec_context
+        self.info = SourceInfo(
+            width=int(ctx.width),
+            height=int(ctx.height),
+            fps=fps,
+            frame_count=None if loop else frames,
+            live=realtime,
+            path=self.path,
+            description=f"video file {self.path.name}",
+        )
+        self.realtime = realtime
+        self.loop = loop
+        self._pacer = Pacer(fps)
+        self._decoder = self._container.decode(self._stream)
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="livswap-decode")
+        self._seq = 0
+        self._loop_offset_s = 0.0
+        self._last_pts_s = 0.0
+        self._first_pts_s: float | None = None
+        self._closed = False
+        self.bad_frames = 0
+
+    def _next_image(self) -> tuple[Image, float]:
+        while True:
+            try:
+                frame = next(self._decoder)
+            except StopIteration:
+                if not self.loop:
+                    raise StreamEnded(str(self.path)) from None
+                self._container.seek(0)
+                self._decoder = self._container.decode(self._stream)
+                self._loop_offset_s = self._last_pts_s + 1.0 / self.info.fps
+                self._first_pts_s = None
+                continue
+            except av.error.FFmpegError as exc:
+                # A corrupt packet: skip it, count it, keep the stream going.
+                self.bad_frames += 1
+                log.warning("VideoFileSource(%s): skipped a bad frame: %s", self.path.name, exc)
+                if self.bad_frames > 1000:
+                    raise InputError(f"input {str(self.path)!r}: too many undecodable frames") from None
+                continue
+            pts = float(frame.time) if frame.time is not None else self._seq / self.info.fps
+            if self._first_pts_s is None:
+                self._first_pts_s = pts
+            t = pts - self._first_pts_s + self._loop_offset_s
+            self._last_pts_s = t
+            return frame.to_ndarray(format="rgb24"), t
+
+    async def recv(self) -> Frame:
+        if self._closed:
+            raise StreamEnded(str(self.path))
+        loop = asyncio.get_running_loop()
+        image, t = await loop.run_in_executor(self._executor, self._next_image)
+        if self.realtime:
+            await self._pacer.wait_until(t)
+        frame = Frame(image=image, seq=self._seq, captured_ns=time.monotonic_ns(), pts=t)
+        self._seq += 1
+        return frame
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._executor.shutdown(wait=True)
+        self._container.close()
+
+
+class ImageSource:
+    """A still image: one frame (offline), or repeated at ``fps`` like a camera (live)."""
+
+    def __init__(self, path: str | Path, *, repeat: bool, fps: float = 30.0) -> None:
+        self.path = Path(path)
+        self.image = read_image(self.path, "input")
+        h, w = self.image.shape[:2]
+        self.info = SourceInfo(
+            width=w, height=h, fps=fps, frame_count=None if repeat else 1, live=repeat,
+            path=self.path, description=f"image {self.path.name}",
+        )
+        self.repeat = repeat
+        self._pacer = Pacer(fps)
+        self._seq = 0
+
+    async def recv(self) -> Frame:
+        if not self.repeat and self._seq >= 1:
+            raise StreamEnded(str(self.path))
+        t = self._seq / self.info.fps
+        if self.repeat:
+            await self._pacer.wait_until(t)
+        frame = Frame(image=self.image, seq=self._seq, captured_ns=time.monotonic_ns(), pts=t)
+        self._seq += 1
+        return frame
+
+    def close(self) -> None:
+        pass
+
+
+class PatternSource:
+    """A generated moving test pattern (colour bars, a sweeping bar and a frame counter)."""
+
+    def __init__(self, width: int, height: int, fps: float, frame_count: int | None = None) -> None:
+        self.info = SourceInfo(
+            width=width, height=height, fps=fps, frame_count=frame_count, live=True,
+            description=f"test pattern {width}x{height}@{fps:g}",
+        )
+        self._pacer = Pacer(fps)
+        self._seq = 0
+        bars = np.array(
+            [[235, 235, 235], [235, 235, 16], [16, 235, 235], [16, 235, 16],
+             [235, 16, 235], [235, 16, 16], [16, 16, 235], [16, 16, 16]], dtype=np.uint8,
+        )
+        columns = (np.arange(width) * len(bars) // width).astype(np.intp)
+        self._base = np.ascontiguousarray(np.broadcast_to(bars[columns], (height, width, 3)))
+
+    def render(self, seq: int) -> Image:
+        image = self._base.copy()
+        w, h = self.info.width, self.info.height
+        x = int((math.sin(seq / self.info.fps * 2.0) * 0.5 + 0.5) * (w - w // 10))
+        image[h // 3 : 2 * h // 3, x : x + w // 10] = (128, 128, 128)
+        scale = max(h / 480, 0.4)
+        cv2.putText(image, f"livswap {seq:06d}", (w // 20, h - h // 10), cv2.FONT_HERSHEY_SIMPLEX,
+                    scale, (255, 255, 255), max(1, int(2 * scale)), cv2.LINE_AA)
+        return image
+
+    async def recv(self) -> Frame:
+        if self.info.frame_count is not None and self._seq >= self.info.frame_count:
+            raise StreamEnded("pattern")
+        t = self._seq / self.info.fps
+        await self._pacer.wait_until(t)
+        frame = Frame(image=self.render(self._seq), seq=self._seq,
+                      captured_ns=time.monotonic_ns(), pts=t)
+        self._seq += 1
+        return frame
+
+    def close(self) -> None:
+        pass

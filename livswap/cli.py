@@ -1,0 +1,233 @@
+"""Command line: ``livswap [run options]``, ``livswap doctor``.
+
+The CLI only parses arguments, builds a run through :mod:`livswap.session` and reports; all
+behaviour lives in the library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from livswap import __version__
+from livswap.config import Config, load_config
+from livswap.engine import engine_names
+from livswap.errors import ConfigError, LivswapError
+from livswap.frame import Frame
+from livswap.stats import PipelineStats
+
+__all__ = ["main", "run_async"]
+
+log = logging.getLogger("livswap")
+T = TypeVar("T")
+
+EXIT_USAGE = 2
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = text.lower().split("x")
+        return int(w), int(h)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT like 1280x720, got {text!r}") from None
+
+
+def run_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="livswap",
+        description="Face-swapped camera: webcam (or file) in, swapped face out to a virtual "
+        "camera or a file. Subcommands: 'livswap doctor' checks this machine.",
+        epilog="Every output frame carries a visible 'AI-altered' label unless --no-label is given.",
+    )
+    p.add_argument("--version", action="version", version=f"livswap {__version__}")
+    p.add_argument("--source", action="append", metavar="PHOTO",
+                   help="photo of the face to swap in (repeat to average several photos)")
+    p.add_argument("--input", "-i", metavar="IN",
+                   help="webcam index or /dev/videoN, video file, image file, or 'pattern' (default: 0)")
+    p.add_argument("--output", "-o", metavar="OUT",
+                   help="'virtualcam' (default), a video file (.mp4/.mkv/.mov) or an image file")
+    p.add_argument("--engine", "-e", metavar="NAME", help=f"swap engine: {', '.join(engine_names())}")
+    p.add_argument("--config", "-c", metavar="FILE", help="a config.toml with your settings")
+    p.add_argument("--size", type=_size, metavar="WxH", help="requested camera size, e.g. 1280x720")
+    p.add_argument("--fps", type=float, help="requested camera frame rate")
+    pacing = p.add_mutually_exclusive_group()
+    pacing.add_argument("--realtime", action="store_const", const="realtime", dest="pacing",
+                        help="play a video file input at its own frame rate, like a camera")
+    pacing.add_argument("--fast", action="store_const", const="fast", dest="pacing",
+                        help="process every frame of a video file as fast as possible")
+    p.add_argument("--loop", action="store_true", default=None, help="restart a video file input at its end")
+    p.add_argument("--preview", action="store_true", default=None, help="also show the output in a window")
+    p.add_argument("--virtualcam-device", metavar="DEV", help="virtual camera device, e.g. /dev/video10")
+    p.add_argument("--no-label", action="store_true",
+                   help="do NOT draw the visible 'AI-altered' disclosure label (only where viewers "
+                   "already know the video is altered)")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    overrides: dict[str, Any] = {}
+    if args.source:
+        overrides["engine.source"] = list(args.source)
+    if args.input is not None:
+        overrides["capture.input"] = args.input
+    if args.output is not None:
+        overrides["output.target"] = args.output
+    if args.engine is not None:
+        overrides["engine.name"] = args.engine
+    if args.size is not None:
+        overrides["capture.width"], overrides["capture.height"] = args.size
+    if args.fps is not None:
+        overrides["capture.fps"] = args.fps
+    if args.pacing is not None:
+        overrides["capture.pacing"] = args.pacing
+    if args.loop:
+        overrides["capture.loop"] = True
+    if args.preview:
+        overrides["output.preview"] = True
+    if args.virtualcam_device is not None:
+        overrides["output.virtualcam_device"] = args.virtualcam_device
+    if args.no_label:
+        overrides["output.label"] = False
+    if args.log_level is not None:
+        overrides["pipeline.log_level"] = args.log_level
+    return load_config(args.config, overrides)
+
+
+def run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine on uvloop when it is installed, else on asyncio's default loop."""
+    try:
+        import uvloop
+
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
+    except ImportError:
+        loop_factory = None
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(factory())
+
+
+class _StatusLine:
+    """The one-line live status (fps, latency, drops), rewritten in place on a terminal."""
+
+    def __init__(self, stream: Any = sys.stderr) -> None:
+        self.stream = stream
+        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+        self.width = 0
+
+    def show(self, text: str) -> None:
+        if self.tty:
+            self.stream.write("\r" + text.ljust(self.width))
+            self.width = len(text)
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def end(self) -> None:
+        if self.tty and self.width:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+async def _run_pipeline(cfg: Config) -> tuple[PipelineStats, str]:
+    from tqdm import tqdm
+
+    from livswap.session import build_run
+
+    progress: tqdm[Any] | None = None
+
+    def on_output(frame: Frame) -> None:
+        if progress is not None:
+            progress.update(1)
+
+    run = build_run(cfg, on_output=on_output)
+    info = run.source.info
+    if run.offline and (info.frame_count or 0) > 1:
+        progress = tqdm(total=info.frame_count, unit="frame", desc="livswap", disable=None)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, run.pipeline.stop)
+    sinks = ", ".join(str(getattr(s, "device", None) or getattr(s, "path", None) or s.name)
+                      for s in run.sinks)
+    log.info("livswap: %s -> %s with engine %s%s", info.description, sinks, run.engine.name,
+             "" if cfg.output.label else " (disclosure label OFF)")
+    status: asyncio.Task[None] | None = None
+    line = _StatusLine()
+    if not run.offline:
+        async def report() -> None:
+            while True:
+                await asyncio.sleep(cfg.pipeline.status_interval_s)
+                line.show(run.pipeline.stats.status_line(cfg.pipeline.status_interval_s))
+
+        status = asyncio.create_task(report(), name="status")
+    started = time.monotonic()
+    try:
+        stats = await run.pipeline.run()
+    finally:
+        if status is not None:
+            status.cancel()
+            line.end()
+        if progress is not None:
+            progress.close()
+    seconds = time.monotonic() - started
+    summary = (
+        f"livswap: {stats.frames_out} frames out of {stats.frames_in} in {seconds:.1f} s "
+        f"({stats.frames_out / max(seconds, 1e-9):.1f} fps); dropped {stats.frames_dropped}, "
+        f"failed {stats.frames_failed}, no face {stats.frames_no_face}"
+    )
+    return stats, summary
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(message)s", stream=sys.stderr, force=True)
+
+
+def _main_run(argv: Sequence[str]) -> int:
+    args = run_parser().parse_args(argv)
+    cfg = config_from_args(args)
+    _configure_logging(cfg.pipeline.log_level)
+    _stats, summary = run_async(lambda: _run_pipeline(cfg))
+    print(summary, file=sys.stderr)
+    return 0
+
+
+def _main_doctor(argv: Sequence[str]) -> int:
+    from livswap.doctor import run_doctor
+
+    p = argparse.ArgumentParser(prog="livswap doctor",
+                                description="Show what this machine has and what is missing.")
+    p.add_argument("--config", "-c", metavar="FILE")
+    args = p.parse_args(argv)
+    return run_doctor(load_config(args.config), sys.stdout)
+
+
+SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"doctor": _main_doctor}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] in SUBCOMMANDS:
+            return SUBCOMMANDS[argv[0]](argv[1:])
+        return _main_run(argv)
+    except (LivswapError, ConfigError) as exc:
+        print(f"livswap: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+def entry_point() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry_point()

@@ -1,0 +1,230 @@
+"""Typed, frozen configuration loaded from TOML.
+
+The schema (names, types, allowed ranges) lives in the dataclasses below; the default *values*
+live in exactly one place, the packaged ``default_config.toml`` (the repository's ``config.toml``
+is the same file, kept identical by a test). Precedence: command-line flag > ``--config FILE`` >
+defaults. Unknown keys and bad values raise :class:`ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from livswap.errors import ConfigError
+
+__all__ = [
+    "CaptureConfig",
+    "ComposeConfig",
+    "Config",
+    "EngineConfig",
+    "OutputConfig",
+    "PipelineConfig",
+    "TrackConfig",
+    "default_config_text",
+    "load_config",
+]
+
+Pacing = Literal["auto", "realtime", "fast"]
+FaceSelection = Literal["largest", "all", "nearest"]
+Device = Literal["auto", "cpu", "cuda"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+def _bounds(lo: float | None = None, hi: float | None = None) -> Any:
+    """Field metadata for a numeric setting's inclusive range."""
+    return field(metadata={"min": lo, "max": hi})
+
+
+@dataclass(frozen=True)
+class CaptureConfig:
+    input: str
+    width: int = _bounds(16, 7680)
+    height: int = _bounds(16, 4320)
+    fps: float = _bounds(1, 240)
+    pacing: Pacing
+    loop: bool
+    reconnect_max_backoff_s: float = _bounds(0.1, 600)
+
+
+@dataclass(frozen=True)
+class TrackConfig:
+    max_faces: int = _bounds(1, 16)
+    select: FaceSelection
+    min_detection_confidence: float = _bounds(0.0, 1.0)
+    min_tracking_confidence: float = _bounds(0.0, 1.0)
+    smoothing_min_cutoff: float = _bounds(0.001, 100)
+    smoothing_beta: float = _bounds(0.0, 100)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    name: str
+    source: tuple[str, ...]
+    device: Device
+    shape_transfer: float = _bounds(0.0, 1.0)
+    keep_target_mouth: bool
+    keep_target_eyes: bool
+
+
+@dataclass(frozen=True)
+class ComposeConfig:
+    temporal_smoothing: float = _bounds(0.0, 0.99)
+    fade_frames: int = _bounds(0, 120)
+    color_transfer: bool
+    occlusion_aware: bool
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    target: str
+    virtualcam_backend: str
+    virtualcam_device: str
+    preview: bool
+    label: bool
+    label_text: str
+    video_crf: int = _bounds(0, 51)
+    video_preset: str
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    status_interval_s: float = _bounds(0.1, 60)
+    log_level: LogLevel
+
+
+@dataclass(frozen=True)
+class Config:
+    capture: CaptureConfig
+    track: TrackConfig
+    engine: EngineConfig
+    compose: ComposeConfig
+    output: OutputConfig
+    pipeline: PipelineConfig
+
+    def replace(self, overrides: Mapping[str, Any]) -> Config:
+        """A copy with dotted-key overrides applied (``{"engine.name": "mesh"}``)."""
+        tree = dataclasses.asdict(self)
+        _apply_overrides(tree, overrides, "override")
+        return _build(Config, tree, "override")
+
+
+def default_config_text() -> str:
+    """The packaged defaults, byte for byte what the repository's ``config.toml`` holds."""
+    return resources.files("livswap").joinpath("default_config.toml").read_text("utf-8")
+
+
+def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Load the defaults, then ``path`` (if given), then dotted-key ``overrides``."""
+    tree = tomllib.loads(default_config_text())
+    if path is not None:
+        user = _read_toml(Path(path))
+        _merge(tree, user, str(path), prefix="")
+    if overrides:
+        _apply_overrides(tree, overrides, "command line")
+    return _build(Config, tree, str(path) if path else "defaults")
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text("utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {str(path)!r} cannot be read: {exc}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+
+
+def _merge(base: dict[str, Any], update: Mapping[str, Any], origin: str, prefix: str) -> None:
+    for key, value in update.items():
+        dotted = f"{prefix}{key}"
+        if key not in base:
+            known = ", ".join(sorted(base))
+            raise ConfigError(f"{origin}: unknown key {dotted!r} (known here: {known})")
+        if isinstance(base[key], dict):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{origin}: {dotted!r} must be a table, got {value!r}")
+            _merge(base[key], value, origin, prefix=f"{dotted}.")
+        else:
+            base[key] = value
+
+
+def _apply_overrides(tree: dict[str, Any], overrides: Mapping[str, Any], origin: str) -> None:
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split(".")
+        node: Any = tree
+        for part in parents:
+            if not isinstance(node, dict) or part not in node:
+                raise ConfigError(f"{origin}: unknown key {dotted!r}")
+            node = node[part]
+        if not isinstance(node, dict) or leaf not in node or isinstance(node[leaf], dict):
+            raise ConfigError(f"{origin}: unknown key {dotted!r}")
+        node[leaf] = value
+
+
+def _build(cls: type[Any], table: Mapping[str, Any], origin: str, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in table:
+        if key not in names:
+            raise ConfigError(f"{origin}: unknown key {prefix + key!r}")
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        dotted = prefix + f.name
+        if f.name not in table:
+            raise ConfigError(f"{origin}: missing key {dotted!r}")
+        hint = hints[f.name]
+        raw = table[f.name]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(raw, Mapping):
+                raise ConfigError(f"{origin}: {dotted!r} must be a table, got {raw!r}")
+            values[f.name] = _build(hint, raw, origin, prefix=f"{dotted}.")  # type: ignore[arg-type]
+        else:
+            values[f.name] = _coerce(raw, hint, dotted, origin, f.metadata)
+    return cls(**values)
+
+
+def _coerce(value: Any, hint: Any, key: str, origin: str, meta: Mapping[str, Any]) -> Any:
+    origin_type = typing.get_origin(hint)
+    if origin_type is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            raise ConfigError(f"{origin}: {key} must be one of {list(choices)}, got {value!r}")
+        return value
+    if origin_type is tuple:
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{origin}: {key} must be a list of strings, got {value!r}")
+        return tuple(value)
+    if origin_type in (typing.Union, types.UnionType):
+        raise TypeError(f"unsupported config type for {key}: {hint}")  # schema bug, not user error
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{origin}: {key} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{origin}: {key} must be an integer, got {value!r}")
+    elif hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{origin}: {key} must be a number, got {value!r}")
+        value = float(value)
+    elif hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{origin}: {key} must be a string, got {value!r}")
+        return value
+    else:
+        raise TypeError(f"unsupported config type for {key}: {hint}")
+    lo, hi = meta.get("min"), meta.get("max")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise ConfigError(f"{origin}: {key} must be between {lo} and {hi}, got {value!r}")
+    return value

@@ -1,0 +1,89 @@
+"""``livswap doctor``: what this machine has for livswap, and how to fix what is missing."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import sys
+from typing import TextIO
+
+from livswap.capture import list_cameras
+from livswap.config import Config
+from livswap.engine import ENGINES
+
+__all__ = ["run_doctor"]
+
+_PACKAGES = ("torch", "numpy", "opencv-contrib-python", "mediapipe", "av", "aiortc", "pyvirtualcam",
+             "uvloop", "onnxruntime", "cuda-python", "torch-tensorrt")
+_OPTIONAL = {"onnxruntime": "pip install 'livswap[onnx]'", "cuda-python": "pip install 'livswap[gpu]'",
+             "torch-tensorrt": "pip install 'livswap[tensorrt]' (CUDA machines only)",
+             "uvloop": "pip install uvloop (not available on Windows; asyncio is used instead)"}
+
+
+def _check_virtual_camera(cfg: Config) -> tuple[bool, str]:
+    import pyvirtualcam
+
+    from livswap.output.virtualcam import virtual_camera_help
+
+    try:
+        with pyvirtualcam.Camera(
+            width=640, height=480, fps=30,
+            backend=None if cfg.output.virtualcam_backend == "auto" else cfg.output.virtualcam_backend,
+            device=cfg.output.virtualcam_device or None,
+        ) as cam:
+            return True, f"{cam.device} ({cam.backend})"
+    except (RuntimeError, ValueError) as exc:
+        reason = " ".join(str(exc).split())
+        return False, f"{reason}\n      fix: {virtual_camera_help()}"
+
+
+def _check_gpu() -> tuple[bool, str]:
+    try:
+        import torch
+    except ImportError:
+        return False, "torch is not installed"
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name(0)
+        return True, f"CUDA {torch.version.cuda}, {name}"
+    detail = "no CUDA device (the built-in 'mesh' engine runs on the CPU)"
+    try:
+        from cuda.bindings import runtime
+
+        err, count = runtime.cudaGetDeviceCount()
+        detail += f"; cuda-python: {err.name}"
+    except ImportError:
+        pass
+    return False, detail
+
+
+def run_doctor(cfg: Config, out: TextIO) -> int:
+    def line(ok: bool, what: str, detail: str) -> None:
+        out.write(f"  [{'ok' if ok else '--'}] {what}: {detail}\n")
+
+    out.write(f"livswap doctor (Python {platform.python_version()}, {sys.platform}, "
+              f"{platform.machine()})\n\npackages\n")
+    for name in _PACKAGES:
+        try:
+            line(True, name, importlib.metadata.version(name))
+        except importlib.metadata.PackageNotFoundError:
+            line(False, name, f"not installed; {_OPTIONAL.get(name, 'pip install -e .')}")
+    out.write("\ncameras\n")
+    cameras = list_cameras()
+    if cameras:
+        for cam in cameras:
+            line(True, "camera", cam)
+    else:
+        line(False, "camera", "none found; plug in a webcam, or use --input VIDEO|IMAGE|pattern")
+    out.write("\nvirtual camera\n")
+    ok, detail = _check_virtual_camera(cfg)
+    line(ok, "virtual camera", detail)
+    out.write("\nGPU\n")
+    ok, detail = _check_gpu()
+    line(ok, "GPU", detail)
+    out.write("\nengines\n")
+    for spec in ENGINES.values():
+        default = " (default)" if spec.name == cfg.engine.name else ""
+        line(True, spec.name + default, spec.summary)
+    out.write("\nmodel files\n")
+    line(True, "models", "the built-in engines need no model files")
+    return 0

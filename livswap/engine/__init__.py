@@ -1,0 +1,48 @@
+"""Swap engines, chosen by name (``--engine``, ``[engine] name``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from livswap.config import Config
+from livswap.engine.base import Engine, Identity
+from livswap.engine.passthrough import PassthroughEngine
+from livswap.errors import EngineError
+
+__all__ = ["ENGINES", "Engine", "EngineSpec", "Identity", "create_engine", "engine_names"]
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    name: str
+    summary: str
+    factory: Callable[[Config], Engine]
+    needs_source: bool
+
+
+def _passthrough(cfg: Config) -> Engine:
+    return PassthroughEngine()
+
+
+ENGINES: dict[str, EngineSpec] = {
+    spec.name: spec
+    for spec in (
+        EngineSpec("passthrough", "no swap (measures the pipeline; a safe fallback)", _passthrough,
+                   needs_source=False),
+    )
+}
+
+
+def engine_names() -> list[str]:
+    return list(ENGINES)
+
+
+def create_engine(cfg: Config) -> Engine:
+    """Build the engine ``cfg.engine.name`` names, or raise :class:`EngineError` listing the known."""
+    spec = ENGINES.get(cfg.engine.name)
+    if spec is None:
+        raise EngineError(
+            f"unknown engine {cfg.engine.name!r}; available: {', '.join(engine_names())}"
+        )
+    return spec.factory(cfg)

@@ -1,0 +1,50 @@
+"""Domain errors. Each message names the offending thing and quotes the bad value.
+
+Everything derived from :class:`LivswapError` is a user-facing problem (bad input, missing
+device, bad config): the CLI prints it as one line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CameraError",
+    "ConfigError",
+    "EngineError",
+    "InputError",
+    "LivswapError",
+    "OutputError",
+    "StreamEnded",
+    "VirtualCameraError",
+]
+
+
+class LivswapError(Exception):
+    """Base of every error livswap reports to the user as a one-line message."""
+
+
+class ConfigError(LivswapError):
+    """A configuration file or flag has an unknown key or a bad value."""
+
+
+class InputError(LivswapError):
+    """A source photo or input file/camera is missing, unreadable or of the wrong kind."""
+
+
+class CameraError(InputError):
+    """A webcam could not be opened."""
+
+
+class OutputError(LivswapError):
+    """An output path cannot be written or a sink failed to open."""
+
+
+class VirtualCameraError(OutputError):
+    """No virtual camera device is available; the message says how to create one."""
+
+
+class EngineError(LivswapError):
+    """A swap engine is unknown, unavailable, or cannot use the given source."""
+
+
+class StreamEnded(Exception):  # noqa: N818 - mirrors aiortc's MediaStreamError: a signal, not a fault
+    """Raised by ``FrameSource.recv()`` when the source has no more frames."""

@@ -1,0 +1,79 @@
+"""The one frame contract shared by every stage.
+
+A :class:`Frame` is created by a capture source and then only added to: tracking attaches faces,
+the engine attaches patches, compose writes ``output``. Pixels are RGB, uint8, HxWx3 everywhere
+inside livswap; conversion to and from OpenCV's BGR happens once, at the boundary.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["Frame", "Image", "check_image"]
+
+Image = npt.NDArray[np.uint8]
+"""An RGB image, shape (H, W, 3), dtype uint8."""
+
+
+def check_image(image: Any, what: str) -> Image:
+    """Validate that ``image`` is an HxWx3 uint8 array; raise ``ValueError`` quoting what it is."""
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"{what}: expected an HxWx3 uint8 array, got {type(image).__name__}")
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(
+            f"{what}: expected an HxWx3 uint8 array, got shape {image.shape} dtype {image.dtype}"
+        )
+    if image.shape[0] < 2 or image.shape[1] < 2:
+        raise ValueError(f"{what}: image too small, got shape {image.shape}")
+    return image
+
+
+@dataclass(slots=True, eq=False)
+class Frame:
+    """One video frame on its way through the pipeline.
+
+    Attributes:
+        image: the captured pixels, RGB uint8 (H, W, 3). Never modified after capture.
+        seq: sequence number assigned by the source, starting at 0.
+        captured_ns: ``time.monotonic_ns()`` when the frame was captured (latency origin).
+        pts: presentation time in seconds within the source (media time for files,
+            seconds since start for cameras).
+        timings_ms: per-stage processing time in milliseconds, filled in by each stage.
+        faces: tracked faces (``livswap.track.Face``), filled in by the track stage.
+        patches: swapped face patches produced by the engine, consumed by compose.
+        output: the composited result (RGB uint8), written by the compose stage.
+        notes: small per-frame flags (for example ``"camera_lost"`` or ``"engine_failed"``).
+    """
+
+    image: Image
+    seq: int
+    captured_ns: int
+    pts: float
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    faces: list[Any] = field(default_factory=list)
+    patches: list[Any] = field(default_factory=list)
+    output: Image | None = None
+    notes: set[str] = field(default_factory=set)
+
+    @property
+    def height(self) -> int:
+        return int(self.image.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.image.shape[1])
+
+    @property
+    def result(self) -> Image:
+        """The composited output if compose ran, else the captured image."""
+        return self.output if self.output is not None else self.image
+
+    def age_ms(self, now_ns: int | None = None) -> float:
+        """Milliseconds since capture."""
+        now = time.monotonic_ns() if now_ns is None else now_ns
+        return (now - self.captured_ns) / 1e6
