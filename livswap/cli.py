@@ -14,7 +14,6 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from pathlib import Path
 from typing import Any, TypeVar
 
 from livswap import __version__
@@ -37,7 +36,9 @@ def _size(text: str) -> tuple[int, int]:
         w, h = text.lower().split("x")
         return int(w), int(h)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT like 1280x720, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected WIDTHxHEIGHT like 1280x720, got {text!r}"
+        ) from None
 
 
 def run_parser() -> argparse.ArgumentParser:
@@ -45,30 +46,64 @@ def run_parser() -> argparse.ArgumentParser:
         prog="livswap",
         description="Face-swapped camera: webcam (or file) in, swapped face out to a virtual "
         "camera or a file. Subcommands: 'livswap doctor' checks this machine.",
-        epilog="Every output frame carries a visible 'AI-altered' label unless --no-label is given.",
+        epilog="Every output frame carries a visible 'AI-altered' label unless --no-label "
+        "is given.",
     )
     p.add_argument("--version", action="version", version=f"livswap {__version__}")
-    p.add_argument("--source", action="append", metavar="PHOTO",
-                   help="photo of the face to swap in (repeat to average several photos)")
-    p.add_argument("--input", "-i", metavar="IN",
-                   help="webcam index or /dev/videoN, video file, image file, or 'pattern' (default: 0)")
-    p.add_argument("--output", "-o", metavar="OUT",
-                   help="'virtualcam' (default), a video file (.mp4/.mkv/.mov) or an image file")
-    p.add_argument("--engine", "-e", metavar="NAME", help=f"swap engine: {', '.join(engine_names())}")
+    p.add_argument(
+        "--source",
+        action="append",
+        metavar="PHOTO",
+        help="photo of the face to swap in (repeat to average several photos)",
+    )
+    p.add_argument(
+        "--input",
+        "-i",
+        metavar="IN",
+        help="webcam index or /dev/videoN, video file, image file, or 'pattern' (default: 0)",
+    )
+    p.add_argument(
+        "--output",
+        "-o",
+        metavar="OUT",
+        help="'virtualcam' (default), a video file (.mp4/.mkv/.mov) or an image file",
+    )
+    p.add_argument(
+        "--engine", "-e", metavar="NAME", help=f"swap engine: {', '.join(engine_names())}"
+    )
     p.add_argument("--config", "-c", metavar="FILE", help="a config.toml with your settings")
     p.add_argument("--size", type=_size, metavar="WxH", help="requested camera size, e.g. 1280x720")
     p.add_argument("--fps", type=float, help="requested camera frame rate")
     pacing = p.add_mutually_exclusive_group()
-    pacing.add_argument("--realtime", action="store_const", const="realtime", dest="pacing",
-                        help="play a video file input at its own frame rate, like a camera")
-    pacing.add_argument("--fast", action="store_const", const="fast", dest="pacing",
-                        help="process every frame of a video file as fast as possible")
-    p.add_argument("--loop", action="store_true", default=None, help="restart a video file input at its end")
-    p.add_argument("--preview", action="store_true", default=None, help="also show the output in a window")
-    p.add_argument("--virtualcam-device", metavar="DEV", help="virtual camera device, e.g. /dev/video10")
-    p.add_argument("--no-label", action="store_true",
-                   help="do NOT draw the visible 'AI-altered' disclosure label (only where viewers "
-                   "already know the video is altered)")
+    pacing.add_argument(
+        "--realtime",
+        action="store_const",
+        const="realtime",
+        dest="pacing",
+        help="play a video file input at its own frame rate, like a camera",
+    )
+    pacing.add_argument(
+        "--fast",
+        action="store_const",
+        const="fast",
+        dest="pacing",
+        help="process every frame of a video file as fast as possible",
+    )
+    p.add_argument(
+        "--loop", action="store_true", default=None, help="restart a video file input at its end"
+    )
+    p.add_argument(
+        "--preview", action="store_true", default=None, help="also show the output in a window"
+    )
+    p.add_argument(
+        "--virtualcam-device", metavar="DEV", help="virtual camera device, e.g. /dev/video10"
+    )
+    p.add_argument(
+        "--no-label",
+        action="store_true",
+        help="do NOT draw the visible 'AI-altered' disclosure label (only where viewers "
+        "already know the video is altered)",
+    )
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     return p
 
@@ -155,13 +190,20 @@ async def _run_pipeline(cfg: Config) -> tuple[PipelineStats, str]:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, run.pipeline.stop)
-    sinks = ", ".join(str(getattr(s, "device", None) or getattr(s, "path", None) or s.name)
-                      for s in run.sinks)
-    log.info("livswap: %s -> %s with engine %s%s", info.description, sinks, run.engine.name,
-             "" if cfg.output.label else " (disclosure label OFF)")
+    sinks = ", ".join(
+        str(getattr(s, "device", None) or getattr(s, "path", None) or s.name) for s in run.sinks
+    )
+    log.info(
+        "livswap: %s -> %s with engine %s%s",
+        info.description,
+        sinks,
+        run.engine.name,
+        "" if cfg.output.label else " (disclosure label OFF)",
+    )
     status: asyncio.Task[None] | None = None
     line = _StatusLine()
     if not run.offline:
+
         async def report() -> None:
             while True:
                 await asyncio.sleep(cfg.pipeline.status_interval_s)
@@ -188,10 +230,15 @@ async def _run_pipeline(cfg: Config) -> tuple[PipelineStats, str]:
 
 def _configure_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(message)s", stream=sys.stderr, force=True)
+    import cv2
+
+    # OpenCV's own WARN lines (e.g. probing a missing camera) duplicate our one-line errors.
+    cv2.setLogLevel(5 if level == "debug" else 2)  # OpenCV's levels: 2 = ERROR, 5 = DEBUG
 
 
 def _main_run(argv: Sequence[str]) -> int:
     args = run_parser().parse_args(argv)
+    _configure_logging("info")
     cfg = config_from_args(args)
     _configure_logging(cfg.pipeline.log_level)
     _stats, summary = run_async(lambda: _run_pipeline(cfg))
@@ -202,8 +249,9 @@ def _main_run(argv: Sequence[str]) -> int:
 def _main_doctor(argv: Sequence[str]) -> int:
     from livswap.doctor import run_doctor
 
-    p = argparse.ArgumentParser(prog="livswap doctor",
-                                description="Show what this machine has and what is missing.")
+    p = argparse.ArgumentParser(
+        prog="livswap doctor", description="Show what this machine has and what is missing."
+    )
     p.add_argument("--config", "-c", metavar="FILE")
     args = p.parse_args(argv)
     return run_doctor(load_config(args.config), sys.stdout)

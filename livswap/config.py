@@ -13,10 +13,10 @@ import tomllib
 import types
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from livswap.errors import ConfigError
 
@@ -38,30 +38,33 @@ Device = Literal["auto", "cpu", "cuda"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
 
-def _bounds(lo: float | None = None, hi: float | None = None) -> Any:
-    """Field metadata for a numeric setting's inclusive range."""
-    return field(metadata={"min": lo, "max": hi})
+@dataclass(frozen=True)
+class Range:
+    """Inclusive bounds of a numeric setting, attached with ``Annotated[int, Range(1, 10)]``."""
+
+    min: float
+    max: float
 
 
 @dataclass(frozen=True)
 class CaptureConfig:
     input: str
-    width: int = _bounds(16, 7680)
-    height: int = _bounds(16, 4320)
-    fps: float = _bounds(1, 240)
+    width: Annotated[int, Range(16, 7680)]
+    height: Annotated[int, Range(16, 4320)]
+    fps: Annotated[float, Range(1, 240)]
     pacing: Pacing
     loop: bool
-    reconnect_max_backoff_s: float = _bounds(0.1, 600)
+    reconnect_max_backoff_s: Annotated[float, Range(0.1, 600)]
 
 
 @dataclass(frozen=True)
 class TrackConfig:
-    max_faces: int = _bounds(1, 16)
+    max_faces: Annotated[int, Range(1, 16)]
     select: FaceSelection
-    min_detection_confidence: float = _bounds(0.0, 1.0)
-    min_tracking_confidence: float = _bounds(0.0, 1.0)
-    smoothing_min_cutoff: float = _bounds(0.001, 100)
-    smoothing_beta: float = _bounds(0.0, 100)
+    min_detection_confidence: Annotated[float, Range(0.0, 1.0)]
+    min_tracking_confidence: Annotated[float, Range(0.0, 1.0)]
+    smoothing_min_cutoff: Annotated[float, Range(0.001, 100)]
+    smoothing_beta: Annotated[float, Range(0.0, 100)]
 
 
 @dataclass(frozen=True)
@@ -69,15 +72,15 @@ class EngineConfig:
     name: str
     source: tuple[str, ...]
     device: Device
-    shape_transfer: float = _bounds(0.0, 1.0)
+    shape_transfer: Annotated[float, Range(0.0, 1.0)]
     keep_target_mouth: bool
     keep_target_eyes: bool
 
 
 @dataclass(frozen=True)
 class ComposeConfig:
-    temporal_smoothing: float = _bounds(0.0, 0.99)
-    fade_frames: int = _bounds(0, 120)
+    temporal_smoothing: Annotated[float, Range(0.0, 0.99)]
+    fade_frames: Annotated[int, Range(0, 120)]
     color_transfer: bool
     occlusion_aware: bool
 
@@ -90,13 +93,13 @@ class OutputConfig:
     preview: bool
     label: bool
     label_text: str
-    video_crf: int = _bounds(0, 51)
+    video_crf: Annotated[int, Range(0, 51)]
     video_preset: str
 
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    status_interval_s: float = _bounds(0.1, 60)
+    status_interval_s: Annotated[float, Range(0.1, 60)]
     log_level: LogLevel
 
 
@@ -113,7 +116,8 @@ class Config:
         """A copy with dotted-key overrides applied (``{"engine.name": "mesh"}``)."""
         tree = dataclasses.asdict(self)
         _apply_overrides(tree, overrides, "override")
-        return _build(Config, tree, "override")
+        built: Config = _build(Config, tree, "override")
+        return built
 
 
 def default_config_text() -> str:
@@ -121,7 +125,9 @@ def default_config_text() -> str:
     return resources.files("livswap").joinpath("default_config.toml").read_text("utf-8")
 
 
-def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
+def load_config(
+    path: str | Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> Config:
     """Load the defaults, then ``path`` (if given), then dotted-key ``overrides``."""
     tree = tomllib.loads(default_config_text())
     if path is not None:
@@ -129,7 +135,8 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
         _merge(tree, user, str(path), prefix="")
     if overrides:
         _apply_overrides(tree, overrides, "command line")
-    return _build(Config, tree, str(path) if path else "defaults")
+    built: Config = _build(Config, tree, str(path) if path else "defaults")
+    return built
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -173,7 +180,7 @@ def _apply_overrides(tree: dict[str, Any], overrides: Mapping[str, Any], origin:
 
 
 def _build(cls: type[Any], table: Mapping[str, Any], origin: str, prefix: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     names = {f.name for f in dataclasses.fields(cls)}
     for key in table:
         if key not in names:
@@ -190,11 +197,15 @@ def _build(cls: type[Any], table: Mapping[str, Any], origin: str, prefix: str = 
                 raise ConfigError(f"{origin}: {dotted!r} must be a table, got {raw!r}")
             values[f.name] = _build(hint, raw, origin, prefix=f"{dotted}.")  # type: ignore[arg-type]
         else:
-            values[f.name] = _coerce(raw, hint, dotted, origin, f.metadata)
+            bounds = None
+            if typing.get_origin(hint) is Annotated:
+                hint, *extras = typing.get_args(hint)
+                bounds = next((e for e in extras if isinstance(e, Range)), None)
+            values[f.name] = _coerce(raw, hint, dotted, origin, bounds)
     return cls(**values)
 
 
-def _coerce(value: Any, hint: Any, key: str, origin: str, meta: Mapping[str, Any]) -> Any:
+def _coerce(value: Any, hint: Any, key: str, origin: str, bounds: Range | None) -> Any:
     origin_type = typing.get_origin(hint)
     if origin_type is Literal:
         choices = typing.get_args(hint)
@@ -224,7 +235,8 @@ def _coerce(value: Any, hint: Any, key: str, origin: str, meta: Mapping[str, Any
         return value
     else:
         raise TypeError(f"unsupported config type for {key}: {hint}")
-    lo, hi = meta.get("min"), meta.get("max")
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise ConfigError(f"{origin}: {key} must be between {lo} and {hi}, got {value!r}")
+    if bounds is not None and not bounds.min <= value <= bounds.max:
+        raise ConfigError(
+            f"{origin}: {key} must be between {bounds.min:g} and {bounds.max:g}, got {value!r}"
+        )
     return value

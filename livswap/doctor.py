@@ -13,11 +13,25 @@ from livswap.engine import ENGINES
 
 __all__ = ["run_doctor"]
 
-_PACKAGES = ("torch", "numpy", "opencv-contrib-python", "mediapipe", "av", "aiortc", "pyvirtualcam",
-             "uvloop", "onnxruntime", "cuda-python", "torch-tensorrt")
-_OPTIONAL = {"onnxruntime": "pip install 'livswap[onnx]'", "cuda-python": "pip install 'livswap[gpu]'",
-             "torch-tensorrt": "pip install 'livswap[tensorrt]' (CUDA machines only)",
-             "uvloop": "pip install uvloop (not available on Windows; asyncio is used instead)"}
+_PACKAGES = (
+    "torch",
+    "numpy",
+    "opencv-contrib-python",
+    "mediapipe",
+    "av",
+    "aiortc",
+    "pyvirtualcam",
+    "uvloop",
+    "onnxruntime",
+    "cuda-python",
+    "torch-tensorrt",
+)
+_OPTIONAL = {
+    "onnxruntime": "pip install 'livswap[onnx]'",
+    "cuda-python": "pip install 'livswap[gpu]'",
+    "torch-tensorrt": "pip install 'livswap[tensorrt]' (CUDA machines only)",
+    "uvloop": "pip install uvloop (not available on Windows; asyncio is used instead)",
+}
 
 
 def _check_virtual_camera(cfg: Config) -> tuple[bool, str]:
@@ -27,8 +41,12 @@ def _check_virtual_camera(cfg: Config) -> tuple[bool, str]:
 
     try:
         with pyvirtualcam.Camera(
-            width=640, height=480, fps=30,
-            backend=None if cfg.output.virtualcam_backend == "auto" else cfg.output.virtualcam_backend,
+            width=640,
+            height=480,
+            fps=30,
+            backend=None
+            if cfg.output.virtualcam_backend == "auto"
+            else cfg.output.virtualcam_backend,
             device=cfg.output.virtualcam_device or None,
         ) as cam:
             return True, f"{cam.device} ({cam.backend})"
@@ -49,7 +67,7 @@ def _check_gpu() -> tuple[bool, str]:
     try:
         from cuda.bindings import runtime
 
-        err, count = runtime.cudaGetDeviceCount()
+        err, _count = runtime.cudaGetDeviceCount()
         detail += f"; cuda-python: {err.name}"
     except ImportError:
         pass
@@ -60,8 +78,10 @@ def run_doctor(cfg: Config, out: TextIO) -> int:
     def line(ok: bool, what: str, detail: str) -> None:
         out.write(f"  [{'ok' if ok else '--'}] {what}: {detail}\n")
 
-    out.write(f"livswap doctor (Python {platform.python_version()}, {sys.platform}, "
-              f"{platform.machine()})\n\npackages\n")
+    out.write(
+        f"livswap doctor (Python {platform.python_version()}, {sys.platform}, "
+        f"{platform.machine()})\n\npackages\n"
+    )
     for name in _PACKAGES:
         try:
             line(True, name, importlib.metadata.version(name))

@@ -46,5 +46,5 @@ class EngineError(LivswapError):
     """A swap engine is unknown, unavailable, or cannot use the given source."""
 
 
-class StreamEnded(Exception):  # noqa: N818 - mirrors aiortc's MediaStreamError: a signal, not a fault
+class StreamEnded(Exception):
     """Raised by ``FrameSource.recv()`` when the source has no more frames."""

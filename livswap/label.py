@@ -36,11 +36,13 @@ class DisclosureLabel:
     """White text on a dark translucent box, bottom-left; the text mask is cached per size."""
 
     text: str = "AI-altered"
-    _cache: dict[tuple[int, int], tuple[tuple[int, int, int, int], npt.NDArray[np.float32]]] = field(
-        default_factory=dict, repr=False
+    _cache: dict[tuple[int, int], tuple[tuple[int, int, int, int], npt.NDArray[np.float32]]] = (
+        field(default_factory=dict, repr=False)
     )
 
-    def _render(self, width: int, height: int) -> tuple[tuple[int, int, int, int], npt.NDArray[np.float32]]:
+    def _render(
+        self, width: int, height: int
+    ) -> tuple[tuple[int, int, int, int], npt.NDArray[np.float32]]:
         key = (width, height)
         if key not in self._cache:
             box = label_box(width, height, self.text)
@@ -48,8 +50,16 @@ class DisclosureLabel:
             scale, thickness, pad = _metrics(height)
             mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
             (_, th), _ = cv2.getTextSize(self.text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
-            cv2.putText(mask, self.text, (pad, pad + th), cv2.FONT_HERSHEY_SIMPLEX, scale, 255,
-                        thickness, cv2.LINE_AA)
+            cv2.putText(
+                mask,
+                self.text,
+                (pad, pad + th),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                scale,
+                (255,),
+                thickness,
+                cv2.LINE_AA,
+            )
             self._cache.clear()  # one size at a time in practice; never grows
             self._cache[key] = (box, (mask.astype(np.float32) / 255.0)[..., None])
         return self._cache[key]

@@ -91,10 +91,12 @@ class Pipeline:
         for i, stage in enumerate(self.stages):
             executor = ThreadPoolExecutor(1, thread_name_prefix=f"livswap-{stage.name}")
             self._executors.append(executor)
-            loop_tasks.append(asyncio.create_task(
-                self._process(stage, self._slots[i], self._slots[i + 1], executor),
-                name=stage.name,
-            ))
+            loop_tasks.append(
+                asyncio.create_task(
+                    self._process(stage, self._slots[i], self._slots[i + 1], executor),
+                    name=stage.name,
+                )
+            )
         out_executor = ThreadPoolExecutor(1, thread_name_prefix="livswap-output")
         self._executors.append(out_executor)
         output = asyncio.create_task(self._output(self._slots[-1], out_executor), name="output")
@@ -149,8 +151,13 @@ class Pipeline:
         finally:
             out.close()
 
-    async def _process(self, stage: Stage, inp: LatestSlot[Frame], out: LatestSlot[Frame],
-                       executor: ThreadPoolExecutor) -> None:
+    async def _process(
+        self,
+        stage: Stage,
+        inp: LatestSlot[Frame],
+        out: LatestSlot[Frame],
+        executor: ThreadPoolExecutor,
+    ) -> None:
         loop = asyncio.get_running_loop()
         try:
             while True:
@@ -175,10 +182,16 @@ class Pipeline:
         except Exception as exc:
             if stage.recover is None or isinstance(exc, LivswapError):
                 raise
-            if stage.name not in self._failure_logged:  # once per stage: a bad stream is loud enough
+            if (
+                stage.name not in self._failure_logged
+            ):  # once per stage: a bad stream is loud enough
                 self._failure_logged.add(stage.name)
-                log.warning("Pipeline: stage %s failed on frame %d, passing it through: %r",
-                            stage.name, frame.seq, exc)
+                log.warning(
+                    "Pipeline: stage %s failed on frame %d, passing it through: %r",
+                    stage.name,
+                    frame.seq,
+                    exc,
+                )
             frame.notes.add(f"{stage.name}_failed")
             stage.recover(frame, exc)
             return False

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from livswap.capture import FrameSource, input_kind, open_source, read_image
+from livswap.compose import Compositor
 from livswap.config import Config
 from livswap.engine import ENGINES, Engine, Identity, create_engine
 from livswap.errors import EngineError, OutputError
 from livswap.frame import Frame
-from livswap.compose import Compositor
 from livswap.label import DisclosureLabel
 from livswap.output import (
     IMAGE_OUTPUT_SUFFIXES,
@@ -96,32 +96,51 @@ def build_run(
     max_frames: int | None = None,
     on_output: Callable[[Frame], None] | None = None,
     engine: Engine | None = None,
+    source: FrameSource | None = None,
 ) -> Run:
-    """Build the whole run ``cfg`` describes. Pass ``sinks`` to replace the configured output."""
+    """Build the whole run ``cfg`` describes.
+
+    ``sinks`` and ``source`` replace the configured output and input (benchmarks and tests use
+    them to measure exactly this pipeline with a discarding sink or a prepared source).
+    """
     target = cfg.output.target
     kind = output_kind(target) if sinks is None else "custom"
     if kind in ("video", "image"):
         check_writable(Path(target))
-    in_kind = input_kind(cfg.capture.input)
+    in_kind = input_kind(cfg.capture.input) if source is None else "custom"
     if kind == "image" and in_kind != "image":
-        raise OutputError(f"output {target!r} is an image, but input {cfg.capture.input!r} is a "
-                          f"{in_kind}; write video input to a video file")
+        raise OutputError(
+            f"output {target!r} is an image, but input {cfg.capture.input!r} is a "
+            f"{in_kind}; write video input to a video file"
+        )
     offline = kind in ("video", "image") and in_kind in ("video", "image")
-    if sinks is not None:
+    if sinks is not None or source is not None:
         offline = cfg.capture.pacing == "fast"
     engine = engine or create_engine(cfg)
     identity = prepare_identity(cfg, engine)
-    source = open_source(cfg.capture, offline=offline)
+    if source is None:
+        source = open_source(cfg.capture, offline=offline)
     try:
         if sinks is None:
             built: list[Sink] = []
             if kind == "virtualcam":
-                built.append(VirtualCameraSink(source.info, backend=cfg.output.virtualcam_backend,
-                                               device=cfg.output.virtualcam_device))
+                built.append(
+                    VirtualCameraSink(
+                        source.info,
+                        backend=cfg.output.virtualcam_backend,
+                        device=cfg.output.virtualcam_device,
+                    )
+                )
             elif kind == "video":
-                built.append(VideoFileSink(target, source.info, crf=cfg.output.video_crf,
-                                           preset=cfg.output.video_preset, audio_from=source.info.path
-                                           if in_kind == "video" else None))
+                built.append(
+                    VideoFileSink(
+                        target,
+                        source.info,
+                        crf=cfg.output.video_crf,
+                        preset=cfg.output.video_preset,
+                        audio_from=source.info.path if in_kind == "video" else None,
+                    )
+                )
             else:
                 built.append(ImageFileSink(target))
             if cfg.output.preview:
@@ -131,7 +150,14 @@ def build_run(
         source.close()
         raise
     stages = build_stages(cfg, engine, identity)
-    pipeline = Pipeline(source, stages, sinks, lossless=offline, max_frames=max_frames,
-                        on_output=on_output)
-    return Run(pipeline=pipeline, source=source, engine=engine, identity=identity,
-               sinks=list(sinks), offline=offline)
+    pipeline = Pipeline(
+        source, stages, sinks, lossless=offline, max_frames=max_frames, on_output=on_output
+    )
+    return Run(
+        pipeline=pipeline,
+        source=source,
+        engine=engine,
+        identity=identity,
+        sinks=list(sinks),
+        offline=offline,
+    )

@@ -14,7 +14,9 @@ __all__ = ["PipelineStats", "percentiles"]
 _HISTORY = 36_000
 
 
-def percentiles(samples: "deque[float] | list[float]", qs: tuple[float, ...] = (50, 95, 99)) -> dict[str, float]:
+def percentiles(
+    samples: deque[float] | list[float], qs: tuple[float, ...] = (50, 95, 99)
+) -> dict[str, float]:
     if not samples:
         return {f"p{q:g}": float("nan") for q in qs} | {"max": float("nan")}
     values = np.asarray(samples, dtype=np.float64)

@@ -8,7 +8,13 @@ import av
 
 from livswap.capture.base import FrameSource, SourceInfo
 from livswap.capture.camera import CameraSource, list_cameras
-from livswap.capture.files import IMAGE_SUFFIXES, ImageSource, PatternSource, VideoFileSource, read_image
+from livswap.capture.files import (
+    IMAGE_SUFFIXES,
+    ImageSource,
+    PatternSource,
+    VideoFileSource,
+    read_image,
+)
 from livswap.config import CaptureConfig
 from livswap.errors import InputError
 
@@ -34,7 +40,9 @@ def input_kind(spec: str) -> str:
         return "camera"
     path = Path(spec)
     if not path.exists():
-        raise InputError(f"input {spec!r} does not exist (expected a camera index, a file, or 'pattern')")
+        raise InputError(
+            f"input {spec!r} does not exist (expected a camera index, a file, or 'pattern')"
+        )
     if path.is_dir():
         return "directory"
     if path.suffix.lower() in IMAGE_SUFFIXES:
@@ -53,8 +61,13 @@ def open_source(cfg: CaptureConfig, *, offline: bool) -> FrameSource:
         return PatternSource(cfg.width, cfg.height, cfg.fps)
     if kind == "camera":
         device: int | str = int(cfg.input) if cfg.input.isdigit() else cfg.input
-        return CameraSource(device, width=cfg.width, height=cfg.height, fps=cfg.fps,
-                            max_backoff_s=cfg.reconnect_max_backoff_s)
+        return CameraSource(
+            device,
+            width=cfg.width,
+            height=cfg.height,
+            fps=cfg.fps,
+            max_backoff_s=cfg.reconnect_max_backoff_s,
+        )
     if kind == "directory":
         raise InputError(f"input {cfg.input!r} is a directory; folder input needs --output DIR")
     if kind == "image":

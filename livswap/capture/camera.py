@@ -46,12 +46,20 @@ def list_cameras(probe_indices: int = 6) -> list[str]:
 
 
 def _lost_frame(last: Image | None, width: int, height: int, seconds_lost: float) -> Image:
-    image = (last // 3) if last is not None else np.zeros((height, width, 3), np.uint8)
+    image: Image = np.zeros((height, width, 3), np.uint8) if last is None else last // np.uint8(3)
     image = np.ascontiguousarray(image)
     scale = max(image.shape[0] / 720, 0.4)
     text = f"camera lost - reconnecting ({seconds_lost:.0f} s)"
-    cv2.putText(image, text, (int(40 * scale), image.shape[0] // 2), cv2.FONT_HERSHEY_SIMPLEX,
-                scale, (255, 255, 255), max(1, int(2 * scale)), cv2.LINE_AA)
+    cv2.putText(
+        image,
+        text,
+        (int(40 * scale), image.shape[0] // 2),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        scale,
+        (255, 255, 255),
+        max(1, int(2 * scale)),
+        cv2.LINE_AA,
+    )
     return image
 
 
@@ -88,8 +96,13 @@ class CameraSource:
         if not 1 <= got_fps <= 240:
             got_fps = fps
         self.info = SourceInfo(
-            width=got_w, height=got_h, fps=got_fps, frame_count=None, live=True,
-            path=None, description=f"camera {device}",
+            width=got_w,
+            height=got_h,
+            fps=got_fps,
+            frame_count=None,
+            live=True,
+            path=None,
+            description=f"camera {device}",
         )
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="livswap-camera")
         self._pacer = Pacer(got_fps)
@@ -98,7 +111,7 @@ class CameraSource:
         self._last: Image | None = None
         self._lost_since: float | None = None
         self._lost_seq = 0
-        self._reconnect: asyncio.Task[None] | None = None
+        self._reconnect: asyncio.Task[cv2.VideoCapture] | None = None
         self._closed = False
         self.lost_frames = 0
         self.reconnects = 0
@@ -128,14 +141,14 @@ class CameraSource:
             return None
         return np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
 
-    async def _reopen_forever(self) -> None:
+    async def _reopen_forever(self) -> cv2.VideoCapture:
         loop = asyncio.get_running_loop()
         delay = 0.25
-        while not self._closed:
+        while True:
             cap = await loop.run_in_executor(self._executor, self._open)
             if cap is not None:
-                self._cap = cap
-                return
+                return cap
+            log.info("CameraSource(%s): still lost, next attempt in %.1f s", self.device, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.max_backoff_s)
 
@@ -162,6 +175,7 @@ class CameraSource:
             self._lost_seq = 0
             self._reconnect = asyncio.create_task(self._reopen_forever(), name="camera-reconnect")
         if self._reconnect is not None and self._reconnect.done():
+            self._cap = self._reconnect.result()
             self._reconnect = None
             self.reconnects += 1
             log.warning("CameraSource(%s): camera is back", self.device)

@@ -38,7 +38,9 @@ def read_image(path: str | Path, what: str = "image") -> Image:
         raise InputError(f"{what} {str(p)!r} cannot be read: {exc.strerror}") from None
     bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if bgr is None:
-        raise InputError(f"{what} {str(p)!r} is not an image (expected PNG, JPEG, BMP, WebP or TIFF)")
+        raise InputError(
+            f"{what} {str(p)!r} is not an image (expected PNG, JPEG, BMP, WebP or TIFF)"
+        )
     return np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
 
 
@@ -50,8 +52,16 @@ class VideoFileSource:
     the consumer takes them (offline jobs). ``loop=True`` restarts at the end.
     """
 
-    def __init__(self, path: str | Path, *, realtime: bool, loop: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        realtime: bool,
+        loop: bool = False,
+        size: tuple[int, int] | None = None,
+    ) -> None:
         self.path = Path(path)
+        self.size = size
         if not self.path.exists():
             raise InputError(f"input {str(self.path)!r} does not exist")
         try:
@@ -69,9 +79,10 @@ class VideoFileSource:
         if frames is None and self._stream.duration and self._stream.time_base:
             frames = round(float(self._stream.duration * self._stream.time_base) * fps)
         ctx = self._stream.codec_context
+        width, height = size if size is not None else (int(ctx.width), int(ctx.height))
         self.info = SourceInfo(
-            width=int(ctx.width),
-            height=int(ctx.height),
+            width=width,
+            height=height,
             fps=fps,
             frame_count=None if loop else frames,
             live=realtime,
@@ -107,14 +118,21 @@ class VideoFileSource:
                 self.bad_frames += 1
                 log.warning("VideoFileSource(%s): skipped a bad frame: %s", self.path.name, exc)
                 if self.bad_frames > 1000:
-                    raise InputError(f"input {str(self.path)!r}: too many undecodable frames") from None
+                    raise InputError(
+                        f"input {str(self.path)!r}: too many undecodable frames"
+                    ) from None
                 continue
             pts = float(frame.time) if frame.time is not None else self._seq / self.info.fps
             if self._first_pts_s is None:
                 self._first_pts_s = pts
             t = pts - self._first_pts_s + self._loop_offset_s
             self._last_pts_s = t
-            return frame.to_ndarray(format="rgb24"), t
+            if self.size is not None:
+                w, h = self.size
+                rgb = frame.to_ndarray(width=w, height=h, format="rgb24")
+            else:
+                rgb = frame.to_ndarray(format="rgb24")
+            return rgb.astype(np.uint8, copy=False), t
 
     async def recv(self) -> Frame:
         if self._closed:
@@ -143,8 +161,13 @@ class ImageSource:
         self.image = read_image(self.path, "input")
         h, w = self.image.shape[:2]
         self.info = SourceInfo(
-            width=w, height=h, fps=fps, frame_count=None if repeat else 1, live=repeat,
-            path=self.path, description=f"image {self.path.name}",
+            width=w,
+            height=h,
+            fps=fps,
+            frame_count=None if repeat else 1,
+            live=repeat,
+            path=self.path,
+            description=f"image {self.path.name}",
         )
         self.repeat = repeat
         self._pacer = Pacer(fps)
@@ -169,14 +192,27 @@ class PatternSource:
 
     def __init__(self, width: int, height: int, fps: float, frame_count: int | None = None) -> None:
         self.info = SourceInfo(
-            width=width, height=height, fps=fps, frame_count=frame_count, live=True,
+            width=width,
+            height=height,
+            fps=fps,
+            frame_count=frame_count,
+            live=True,
             description=f"test pattern {width}x{height}@{fps:g}",
         )
         self._pacer = Pacer(fps)
         self._seq = 0
         bars = np.array(
-            [[235, 235, 235], [235, 235, 16], [16, 235, 235], [16, 235, 16],
-             [235, 16, 235], [235, 16, 16], [16, 16, 235], [16, 16, 16]], dtype=np.uint8,
+            [
+                [235, 235, 235],
+                [235, 235, 16],
+                [16, 235, 235],
+                [16, 235, 16],
+                [235, 16, 235],
+                [235, 16, 16],
+                [16, 16, 235],
+                [16, 16, 16],
+            ],
+            dtype=np.uint8,
         )
         columns = (np.arange(width) * len(bars) // width).astype(np.intp)
         self._base = np.ascontiguousarray(np.broadcast_to(bars[columns], (height, width, 3)))
@@ -187,8 +223,16 @@ class PatternSource:
         x = int((math.sin(seq / self.info.fps * 2.0) * 0.5 + 0.5) * (w - w // 10))
         image[h // 3 : 2 * h // 3, x : x + w // 10] = (128, 128, 128)
         scale = max(h / 480, 0.4)
-        cv2.putText(image, f"livswap {seq:06d}", (w // 20, h - h // 10), cv2.FONT_HERSHEY_SIMPLEX,
-                    scale, (255, 255, 255), max(1, int(2 * scale)), cv2.LINE_AA)
+        cv2.putText(
+            image,
+            f"livswap {seq:06d}",
+            (w // 20, h - h // 10),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            scale,
+            (255, 255, 255),
+            max(1, int(2 * scale)),
+            cv2.LINE_AA,
+        )
         return image
 
     async def recv(self) -> Frame:
@@ -196,8 +240,9 @@ class PatternSource:
             raise StreamEnded("pattern")
         t = self._seq / self.info.fps
         await self._pacer.wait_until(t)
-        frame = Frame(image=self.render(self._seq), seq=self._seq,
-                      captured_ns=time.monotonic_ns(), pts=t)
+        frame = Frame(
+            image=self.render(self._seq), seq=self._seq, captured_ns=time.monotonic_ns(), pts=t
+        )
         self._seq += 1
         return frame
 

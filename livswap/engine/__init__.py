@@ -28,8 +28,12 @@ def _passthrough(cfg: Config) -> Engine:
 ENGINES: dict[str, EngineSpec] = {
     spec.name: spec
     for spec in (
-        EngineSpec("passthrough", "no swap (measures the pipeline; a safe fallback)", _passthrough,
-                   needs_source=False),
+        EngineSpec(
+            "passthrough",
+            "no swap (measures the pipeline; a safe fallback)",
+            _passthrough,
+            needs_source=False,
+        ),
     )
 }
 
@@ -39,7 +43,7 @@ def engine_names() -> list[str]:
 
 
 def create_engine(cfg: Config) -> Engine:
-    """Build the engine ``cfg.engine.name`` names, or raise :class:`EngineError` listing the known."""
+    """Build the engine ``cfg.engine.name`` names; :class:`EngineError` lists the known ones."""
     spec = ENGINES.get(cfg.engine.name)
     if spec is None:
         raise EngineError(

@@ -7,17 +7,24 @@ import os
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import av.audio
 import cv2
+import numpy as np
 
 from livswap.capture.base import SourceInfo
 from livswap.errors import OutputError
 from livswap.frame import Frame
 
-__all__ = ["IMAGE_OUTPUT_SUFFIXES", "VIDEO_OUTPUT_SUFFIXES", "ImageFileSink", "VideoFileSink",
-           "check_writable"]
+__all__ = [
+    "IMAGE_OUTPUT_SUFFIXES",
+    "VIDEO_OUTPUT_SUFFIXES",
+    "ImageFileSink",
+    "VideoFileSink",
+    "check_writable",
+]
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +40,9 @@ def check_writable(path: Path) -> None:
     if path.is_dir():
         raise OutputError(f"output {str(path)!r} is a directory, expected a file path")
     if not parent.is_dir():
-        raise OutputError(f"output {str(path)!r} cannot be written: folder {str(parent)!r} does not exist")
+        raise OutputError(
+            f"output {str(path)!r} cannot be written: folder {str(parent)!r} does not exist"
+        )
     target = path if path.exists() else parent
     if not os.access(target, os.W_OK):
         raise OutputError(f"output {str(path)!r} cannot be written: permission denied")
@@ -87,9 +96,9 @@ class VideoFileSink:
         self._closed = False
         self.frames_written = 0
         self._audio_in: av.container.InputContainer | None = None
-        self._audio_packets: Iterator[av.Packet] | None = None
+        self._audio_packets: Iterator[av.Packet[Any]] | None = None
         self._audio_out: av.audio.AudioStream | None = None
-        self._pending_audio: av.Packet | None = None
+        self._pending_audio: av.Packet[Any] | None = None
         self._resampler: av.AudioResampler | None = None
         self._fifo: av.AudioFifo | None = None
         if audio_from is not None:
@@ -112,8 +121,9 @@ class VideoFileSink:
             rate = in_audio.codec_context.sample_rate or 48000
             self._audio_out = self._container.add_stream("aac", rate=rate)
             self._audio_out.layout = in_audio.codec_context.layout.name or "stereo"
-            self._resampler = av.AudioResampler(format="fltp", layout=self._audio_out.layout,
-                                                rate=rate)
+            self._resampler = av.AudioResampler(
+                format="fltp", layout=self._audio_out.layout, rate=rate
+            )
             self._fifo = av.AudioFifo()
             log.info("VideoFileSink: re-encoding %s audio to AAC", name)
         self._audio_packets = container.demux(in_audio)
@@ -143,8 +153,10 @@ class VideoFileSink:
             else:
                 self._transcode(packet)
 
-    def _transcode(self, packet: av.Packet) -> None:
-        assert self._resampler is not None and self._fifo is not None and self._audio_out is not None
+    def _transcode(self, packet: av.Packet[Any]) -> None:
+        assert (
+            self._resampler is not None and self._fifo is not None and self._audio_out is not None
+        )
         for decoded in packet.decode():
             for resampled in self._resampler.resample(decoded):  # type: ignore[arg-type]
                 resampled.pts = None
@@ -167,7 +179,8 @@ class VideoFileSink:
             if image.shape[0] >= self.height and image.shape[1] >= self.width:
                 image = image[: self.height, : self.width]
             else:
-                image = cv2.resize(image, (self.width, self.height), interpolation=cv2.INTER_AREA)
+                size = (self.width, self.height)
+                image = cv2.resize(image, size, interpolation=cv2.INTER_AREA).astype(np.uint8)
         video_frame = av.VideoFrame.from_ndarray(image, format="rgb24")
         pts = max(round(frame.pts * self.rate), self._last_pts + 1)
         video_frame.pts = pts
@@ -216,7 +229,9 @@ class ImageFileSink:
         try:
             data.tofile(self.path)
         except OSError as exc:
-            raise OutputError(f"output {str(self.path)!r} cannot be written: {exc.strerror}") from None
+            raise OutputError(
+                f"output {str(self.path)!r} cannot be written: {exc.strerror}"
+            ) from None
         self.frames_written += 1
 
     def close(self) -> None:

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 
 from livswap.errors import OutputError
-from livswap.frame import Frame
+from livswap.frame import Frame, Image
 
 __all__ = ["NullSink", "PreviewSink"]
 
@@ -48,7 +48,7 @@ class NullSink:
     def __init__(self) -> None:
         self.wants_stop = False
         self.frames_written = 0
-        self._buffer: np.ndarray | None = None
+        self._buffer: Image | None = None
 
     def send(self, frame: Frame) -> None:
         image = frame.result

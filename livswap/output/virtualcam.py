@@ -32,8 +32,8 @@ def virtual_camera_help(platform: str = sys.platform) -> str:
         )
     if platform == "win32":
         return (
-            "install OBS Studio 26+ (https://obsproject.com) and click 'Start Virtual Camera' once, "
-            "or install Unity Capture; then run livswap again"
+            "install OBS Studio 26+ (https://obsproject.com) and click 'Start Virtual Camera' "
+            "once, or install Unity Capture; then run livswap again"
         )
     return "no virtual camera backend is known for this platform; use --output FILE instead"
 
@@ -70,7 +70,7 @@ class VirtualCameraSink:
     def send(self, frame: Frame) -> None:
         image = frame.result
         if (image.shape[1], image.shape[0]) != self.size:
-            image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
+            image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA).astype(np.uint8)
         self._cam.send(np.ascontiguousarray(image))
 
     def close(self) -> None:
