@@ -1,25 +1,148 @@
-"""Compose: paste the engine's face patches into the frame and add the disclosure label."""
+"""Compose: paste swapped face patches back into the frame, fade faces in and out, and add the
+disclosure label. Also the mask and colour helpers every engine's patches are built with.
+
+A :class:`FacePatch` is a face-aligned square (the engine's canonical crop) plus a soft alpha and
+the affine map from that square into the frame; neural engines produce the same thing from
+their aligned crops, so paste-back, fading and smoothing are shared.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
 from livswap.config import ComposeConfig
-from livswap.frame import Frame
+from livswap.frame import Frame, Image
 from livswap.label import DisclosureLabel
 
-__all__ = ["Compositor"]
+__all__ = ["Compositor", "FacePatch", "feather", "masked_lowpass"]
+
+# OpenCV returns loosely typed arrays; intermediates here are float32 or uint8 by construction.
+FloatArray = npt.NDArray[Any]
 
 
+def feather(mask: FloatArray | npt.NDArray[Any], radius: float) -> FloatArray:
+    """Soften a mask's edge over about ``radius`` pixels; uint8 masks are 0..255, floats 0..1."""
+    m = mask.astype(np.float32) * np.float32(1 / 255) if mask.dtype == np.uint8 else mask
+    if radius < 0.5:
+        return m
+    k = int(radius * 2) | 1
+    return cv2.GaussianBlur(m, (k, k), radius / 2)
+
+
+def masked_lowpass(
+    image: FloatArray, mask: FloatArray, sigma: float, downscale: int = 4
+) -> FloatArray:
+    """Gaussian low-pass of ``image`` using only pixels where ``mask`` > 0 (normalised blur).
+
+    Values are extrapolated smoothly into masked-out areas, so nothing from outside the mask
+    (hair, background) bleeds in. Computed at 1/``downscale`` resolution for speed.
+    """
+    h, w = mask.shape
+    sw, sh = max(1, w // downscale), max(1, h // downscale)
+    small_img = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA)
+    small_mask = cv2.resize(mask, (sw, sh), interpolation=cv2.INTER_AREA)
+    s = max(sigma / downscale, 0.5)
+    k = int(s * 6) | 1
+    num = cv2.GaussianBlur(small_img * small_mask[..., None], (k, k), s)
+    den = cv2.GaussianBlur(small_mask, (k, k), s)[..., None]
+    low = num / np.maximum(den, 1e-4)
+    return cv2.resize(low, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+@dataclass
+class FacePatch:
+    """A swapped face in its aligned square, ready to paste.
+
+    Attributes:
+        track_id: the tracked face it belongs to (for fading).
+        image: (S, S, 3) uint8 RGB, the aligned square (swapped face and reshaped surroundings).
+        alpha: (S, S) float32 0..1, where the square replaces the frame.
+        to_frame: (2, 3) affine map from square pixels to frame pixels.
+    """
+
+    track_id: int
+    image: Image
+    alpha: FloatArray
+    to_frame: npt.NDArray[np.float64]
+
+    def paste(self, out: Image, strength: float = 1.0) -> None:
+        """Blend this patch into ``out`` in place, scaled by ``strength`` (0..1)."""
+        if strength <= 0:
+            return
+        h, w = out.shape[:2]
+        s = self.image.shape[0]
+        corners = (
+            np.array([[0, 0, 1], [s, 0, 1], [0, s, 1], [s, s, 1]], np.float64) @ self.to_frame.T
+        )
+        x0, y0 = np.floor(corners.min(axis=0)).astype(int)
+        x1, y1 = np.ceil(corners.max(axis=0)).astype(int)
+        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+        if x1 <= x0 or y1 <= y0:
+            return
+        m = self.to_frame.copy()
+        m[:, 2] -= (x0, y0)
+        size = (x1 - x0, y1 - y0)
+        rgb = cv2.warpAffine(
+            self.image, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )
+        alpha = cv2.warpAffine(
+            self.alpha,
+            m,
+            size,
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=0,
+        )
+        if strength < 1.0:
+            alpha *= np.float32(strength)
+        region = out[y0:y1, x0:x1]
+        out[y0:y1, x0:x1] = cv2.blendLinear(rgb, region, alpha, 1.0 - alpha)
+
+
+@dataclass
+class _Fade:
+    level: float
+    last: FacePatch
+    seen: bool = True
+
+
+@dataclass
 class Compositor:
-    """Writes ``frame.output``: the captured image, swapped faces pasted in, label on top."""
+    """Writes ``frame.output``: the captured image, swapped faces pasted in, label on top.
 
-    def __init__(self, cfg: ComposeConfig, *, label: DisclosureLabel | None) -> None:
-        self.cfg = cfg
-        self.label = label
+    Faces that appear fade in and faces that disappear fade out over ``cfg.fade_frames``
+    frames (the last patch is held while it fades), so nothing pops.
+    """
+
+    cfg: ComposeConfig
+    label: DisclosureLabel | None
+    fade: bool = True
+    _fades: dict[int, _Fade] = field(default_factory=dict, init=False, repr=False)
 
     def compose(self, frame: Frame) -> None:
         output = frame.image.copy()  # the captured image may be shared (still images repeat)
+        step = 1.0 / self.cfg.fade_frames if self.fade and self.cfg.fade_frames > 0 else 1.0
+        for state in self._fades.values():
+            state.seen = False
         for patch in frame.patches:
-            patch.paste(output)
+            state = self._fades.get(patch.track_id)
+            if state is None:
+                state = self._fades[patch.track_id] = _Fade(level=0.0, last=patch)
+            state.level = min(1.0, state.level + step)
+            state.last, state.seen = patch, True
+            patch.paste(output, _smooth(state.level))
+        for track_id, state in list(self._fades.items()):
+            if not state.seen:
+                state.level -= step
+                if state.level <= 0:
+                    del self._fades[track_id]
+                else:
+                    state.last.paste(output, _smooth(state.level))
         if self.label is not None:
             self.label.draw(output)
         frame.output = output
@@ -27,4 +150,12 @@ class Compositor:
     def recover(self, frame: Frame, exc: BaseException) -> None:
         """Compose failed: show the unswapped frame, still labelled."""
         frame.patches = []
-        self.compose(frame)
+        self._fades.clear()
+        output = frame.image.copy()
+        if self.label is not None:
+            self.label.draw(output)
+        frame.output = output
+
+
+def _smooth(level: float) -> float:
+    return level * level * (3 - 2 * level)  # smoothstep: no visible kink at the ends

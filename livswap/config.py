@@ -36,6 +36,7 @@ Pacing = Literal["auto", "realtime", "fast"]
 FaceSelection = Literal["largest", "all", "nearest"]
 Device = Literal["auto", "cpu", "cuda"]
 LogLevel = Literal["debug", "info", "warning", "error"]
+Assign = Literal["same", "by_position"]
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,11 @@ class EngineConfig:
     source: tuple[str, ...]
     device: Device
     shape_transfer: Annotated[float, Range(0.0, 1.0)]
+    outline_transfer: Annotated[float, Range(0.0, 1.0)]
+    mesh_resolution: Annotated[int, Range(128, 1024)]
     keep_target_mouth: bool
     keep_target_eyes: bool
+    assign: Assign
 
 
 @dataclass(frozen=True)

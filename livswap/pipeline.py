@@ -211,6 +211,8 @@ class Pipeline:
                 frame = await inp.get()
                 await loop.run_in_executor(executor, self._write, frame)
                 self.stats.record_out(frame.age_ms(), frame.timings_ms)
+                if "no_face" in frame.notes:
+                    self.stats.frames_no_face += 1
                 if self.on_output is not None:
                     self.on_output(frame)
                 if any(sink.wants_stop for sink in self.sinks):

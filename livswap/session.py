@@ -72,9 +72,30 @@ def prepare_identity(cfg: Config, engine: Engine) -> Identity:
     return engine.prepare(images)
 
 
-def build_stages(cfg: Config, engine: Engine, identity: Identity) -> list[Stage]:
-    """The processing stages between capture and output for this engine."""
+def build_stages(
+    cfg: Config, engine: Engine, identity: Identity, *, still: bool = False
+) -> list[Stage]:
+    """The processing stages between capture and output for this engine.
+
+    ``still`` is for single images: landmarks are detected without tracking and faces appear
+    at full strength instead of fading in.
+    """
     stages: list[Stage] = []
+    if engine.needs_faces:
+        from livswap.track import FaceTracker
+
+        tracker = FaceTracker(cfg.track, static=still)
+
+        def track(frame: Frame) -> None:
+            tracker.track(frame)
+            if not frame.faces:
+                frame.notes.add("no_face")
+
+        def track_failed(frame: Frame, exc: BaseException) -> None:
+            frame.faces = []
+            frame.notes.add("no_face")
+
+        stages.append(Stage("track", track, track_failed))
 
     def swap(frame: Frame) -> None:
         engine.swap(frame, identity)
@@ -84,7 +105,7 @@ def build_stages(cfg: Config, engine: Engine, identity: Identity) -> list[Stage]
 
     stages.append(Stage("swap", swap, swap_failed))
     label = DisclosureLabel(cfg.output.label_text) if cfg.output.label else None
-    compositor = Compositor(cfg.compose, label=label)
+    compositor = Compositor(cfg.compose, label=label, fade=not still)
     stages.append(Stage("compose", compositor.compose, compositor.recover))
     return stages
 
@@ -149,7 +170,7 @@ def build_run(
     except BaseException:
         source.close()
         raise
-    stages = build_stages(cfg, engine, identity)
+    stages = build_stages(cfg, engine, identity, still=in_kind == "image")
     pipeline = Pipeline(
         source, stages, sinks, lossless=offline, max_frames=max_frames, on_output=on_output
     )

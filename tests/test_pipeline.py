@@ -100,7 +100,9 @@ def test_audio_that_mp4_cannot_hold_is_reencoded(hopper_image: np.ndarray, tmp_p
         tmp_path / "pcm.mov", moving_frames(hopper_image, 30, (160, 120)), audio="pcm_s16le"
     )
     out = tmp_path / "out.mp4"
-    cfg = load_config(None, {"capture.input": str(src), "output.target": str(out)})
+    cfg = load_config(
+        None, {"capture.input": str(src), "output.target": str(out), "engine.name": "passthrough"}
+    )
     run_async(build_run(cfg).pipeline.run)
     got = probe(out)
     assert got["count"] == 30 and got["audio"] == ["aac"] and int(got["audio_packets"]) > 20  # type: ignore[call-overload]
@@ -109,7 +111,13 @@ def test_audio_that_mp4_cannot_hold_is_reencoded(hopper_image: np.ndarray, tmp_p
 def test_label_can_be_turned_off(hopper_clip: Path, tmp_path: Path) -> None:
     out = tmp_path / "nolabel.mp4"
     cfg = load_config(
-        None, {"capture.input": str(hopper_clip), "output.target": str(out), "output.label": False}
+        None,
+        {
+            "capture.input": str(hopper_clip),
+            "output.target": str(out),
+            "output.label": False,
+            "engine.name": "passthrough",
+        },
     )
     run_async(build_run(cfg).pipeline.run)
     frames, original = probe(out)["frames"], probe(hopper_clip)["frames"]
@@ -127,6 +135,7 @@ def test_virtual_camera_receives_labelled_frames_through_pyvirtualcam(
             "capture.input": str(hopper_jpg),
             "capture.fps": 60.0,
             "output.virtualcam_backend": "livswap-recorder",
+            "engine.name": "passthrough",
         },
     )
     run = build_run(cfg, max_frames=15)

@@ -25,6 +25,12 @@ def _passthrough(cfg: Config) -> Engine:
     return PassthroughEngine()
 
 
+def _mesh(cfg: Config) -> Engine:
+    from livswap.engine.mesh.engine import MeshEngine
+
+    return MeshEngine(cfg.engine, cfg.compose)
+
+
 ENGINES: dict[str, EngineSpec] = {
     spec.name: spec
     for spec in (
@@ -33,6 +39,12 @@ ENGINES: dict[str, EngineSpec] = {
             "no swap (measures the pipeline; a safe fallback)",
             _passthrough,
             needs_source=False,
+        ),
+        EngineSpec(
+            "mesh",
+            "built-in landmark-driven swap; CPU, no download (default)",
+            _mesh,
+            needs_source=True,
         ),
     )
 }

@@ -1,0 +1,61 @@
+"""One Euro filter (Casiez et al., CHI 2012) for landmark arrays.
+
+Low cut-off when still (kills jitter), rising with speed (keeps lag small in fast motion).
+Speeds are measured in units of the face's inter-pupil distance per second, so the same
+parameters behave the same for a small face far away and a large face close up.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["OneEuroFilter"]
+
+FloatArray = npt.NDArray[np.float32]
+
+
+def _alpha(cutoff: FloatArray | float, dt: float) -> FloatArray | float:
+    tau = 1.0 / (2 * math.pi * np.asarray(cutoff))
+    return 1.0 / (1.0 + tau / dt)
+
+
+class OneEuroFilter:
+    """Filters an (N, D) array sampled at irregular times.
+
+    Args:
+        min_cutoff: cut-off frequency in Hz when the points are still.
+        beta: how fast the cut-off rises with speed (per IPD/s).
+        d_cutoff: cut-off for the speed estimate itself, in Hz.
+    """
+
+    def __init__(self, min_cutoff: float, beta: float, d_cutoff: float = 1.0) -> None:
+        self.min_cutoff = min_cutoff
+        self.beta = beta
+        self.d_cutoff = d_cutoff
+        self._x: FloatArray | None = None
+        self._dx: FloatArray | None = None
+        self._t: float | None = None
+
+    def reset(self) -> None:
+        self._x = self._dx = None
+        self._t = None
+
+    def __call__(self, x: FloatArray, t: float, scale: float) -> FloatArray:
+        """Filter sample ``x`` taken at time ``t`` (s); ``scale`` is the IPD in x's units."""
+        if self._x is None or self._t is None or t <= self._t:
+            self._x, self._dx, self._t = x.copy(), np.zeros_like(x), t
+            return x
+        dt = t - self._t
+        dx = (x - self._x) / dt
+        assert self._dx is not None
+        a_d = _alpha(self.d_cutoff, dt)
+        dx_hat = self._dx + a_d * (dx - self._dx)
+        speed = np.linalg.norm(dx_hat[:, :2], axis=1, keepdims=True) / max(scale, 1e-6)
+        cutoff = self.min_cutoff + self.beta * speed
+        a = _alpha(cutoff, dt)
+        x_hat = (self._x + a * (x - self._x)).astype(np.float32)
+        self._x, self._dx, self._t = x_hat, dx_hat.astype(np.float32), t
+        return x_hat

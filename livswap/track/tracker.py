@@ -1,0 +1,242 @@
+"""MediaPipe FaceMesh tracking: faces with stable ids, smoothed landmarks, keypoints and pose."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from livswap.config import TrackConfig
+from livswap.frame import Frame, Image
+from livswap.track.filters import OneEuroFilter
+from livswap.track.landmarks import (
+    LEFT_IRIS_CENTER,
+    MOUTH_LEFT,
+    MOUTH_RIGHT,
+    NOSE_TIP,
+    NUM_LANDMARKS,
+    RIGHT_IRIS_CENTER,
+)
+
+__all__ = ["Face", "FaceTracker", "HeadPose", "detect_faces"]
+
+log = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class HeadPose:
+    """Head rotation in degrees: yaw (turn, + = towards the image's right), pitch (+ = up), roll."""
+
+    yaw: float
+    pitch: float
+    roll: float
+
+
+@dataclass(frozen=True)
+class Face:
+    """One tracked face in one frame.
+
+    Attributes:
+        track_id: stable across frames while the face stays tracked.
+        landmarks: (478, 3) float32, x and y in pixels, z in pixels relative to the face centre
+            (smaller = closer to the camera), One Euro filtered.
+        raw_landmarks: the same before filtering.
+        box: (x0, y0, x1, y1) bounding box of the landmarks, pixels.
+        keypoints: (5, 2) float32 alignment points: left eye, right eye, nose tip, left and right
+            mouth corner, "left" meaning the image's left (the order ArcFace templates use).
+        pose: head pose estimated from the 3D landmarks.
+    """
+
+    track_id: int
+    landmarks: FloatArray
+    raw_landmarks: FloatArray
+    box: tuple[float, float, float, float]
+    keypoints: FloatArray
+    pose: HeadPose
+
+    @property
+    def ipd(self) -> float:
+        """Inter-pupil distance in pixels."""
+        return float(
+            np.linalg.norm(
+                self.landmarks[LEFT_IRIS_CENTER, :2] - self.landmarks[RIGHT_IRIS_CENTER, :2]
+            )
+        )
+
+    @property
+    def area(self) -> float:
+        x0, y0, x1, y1 = self.box
+        return max(0.0, x1 - x0) * max(0.0, y1 - y0)
+
+    @property
+    def center(self) -> FloatArray:
+        x0, y0, x1, y1 = self.box
+        return np.array([(x0 + x1) / 2, (y0 + y1) / 2], np.float32)
+
+
+def keypoints_of(landmarks: FloatArray) -> FloatArray:
+    return landmarks[
+        [LEFT_IRIS_CENTER, RIGHT_IRIS_CENTER, NOSE_TIP, MOUTH_LEFT, MOUTH_RIGHT], :2
+    ].copy()
+
+
+def pose_of(landmarks: FloatArray) -> HeadPose:
+    """Yaw, pitch and roll from three 3D points: both eyes and the mouth centre."""
+    left, right = landmarks[LEFT_IRIS_CENTER], landmarks[RIGHT_IRIS_CENTER]
+    mouth = (landmarks[MOUTH_LEFT] + landmarks[MOUTH_RIGHT]) / 2
+    x_axis = right - left
+    y_axis = mouth - (left + right) / 2
+    normal = np.cross(x_axis, y_axis)  # points away from the camera for a frontal face
+    norm = float(np.linalg.norm(normal)) or 1.0
+    nx, ny, nz = (normal / norm).tolist()
+    yaw = math.degrees(math.atan2(-nx, nz))
+    pitch = math.degrees(math.atan2(ny, nz))
+    roll = math.degrees(math.atan2(float(x_axis[1]), float(x_axis[0])))
+    return HeadPose(yaw=yaw, pitch=pitch, roll=roll)
+
+
+def _to_pixels(result_landmarks: Any, width: int, height: int) -> FloatArray:
+    pts = np.array([(p.x, p.y, p.z) for p in result_landmarks.landmark], dtype=np.float32)
+    pts[:, 0] *= width
+    pts[:, 1] *= height
+    pts[:, 2] *= width  # MediaPipe's z uses the same scale as x
+    return pts
+
+
+def _box(landmarks: FloatArray) -> tuple[float, float, float, float]:
+    x0, y0 = landmarks[:, :2].min(axis=0).tolist()
+    x1, y1 = landmarks[:, :2].max(axis=0).tolist()
+    return float(x0), float(y0), float(x1), float(y1)
+
+
+def _make_face(track_id: int, raw: FloatArray, smoothed: FloatArray) -> Face:
+    return Face(
+        track_id=track_id,
+        landmarks=smoothed,
+        raw_landmarks=raw,
+        box=_box(smoothed),
+        keypoints=keypoints_of(smoothed),
+        pose=pose_of(smoothed),
+    )
+
+
+def detect_faces(image: Image, *, max_faces: int = 4, min_confidence: float = 0.5) -> list[Face]:
+    """Landmarks of every face in a still image (no tracking, no smoothing), largest first."""
+    import mediapipe as mp
+
+    with mp.solutions.face_mesh.FaceMesh(
+        static_image_mode=True,
+        max_num_faces=max_faces,
+        refine_landmarks=True,
+        min_detection_confidence=min_confidence,
+    ) as mesh:
+        result = mesh.process(image)
+    faces = []
+    h, w = image.shape[:2]
+    for i, lm in enumerate(result.multi_face_landmarks or []):
+        pts = _to_pixels(lm, w, h)
+        if pts.shape[0] == NUM_LANDMARKS:
+            faces.append(_make_face(i, pts, pts))
+    return sorted(faces, key=lambda f: -f.area)
+
+
+@dataclass
+class _Track:
+    track_id: int
+    filter: OneEuroFilter
+    center: FloatArray
+    size: float
+    missed: int = 0
+
+
+@dataclass
+class FaceTracker:
+    """Tracks faces frame to frame with MediaPipe FaceMesh in tracking mode.
+
+    Adds ``frame.faces`` (the faces chosen by the selection policy, largest first). A frame
+    with no face is left with an empty list: the engine then passes it through unchanged.
+    """
+
+    cfg: TrackConfig
+    static: bool = False
+    _mesh: Any = field(default=None, init=False, repr=False)
+    _tracks: list[_Track] = field(default_factory=list, init=False, repr=False)
+    _next_id: int = field(default=0, init=False, repr=False)
+    _selected_id: int | None = field(default=None, init=False, repr=False)
+
+    def _ensure_mesh(self) -> Any:
+        if self._mesh is None:
+            import mediapipe as mp
+
+            self._mesh = mp.solutions.face_mesh.FaceMesh(
+                static_image_mode=self.static,
+                max_num_faces=self.cfg.max_faces,
+                refine_landmarks=True,
+                min_detection_confidence=self.cfg.min_detection_confidence,
+                min_tracking_confidence=self.cfg.min_tracking_confidence,
+            )
+        return self._mesh
+
+    def close(self) -> None:
+        if self._mesh is not None:
+            self._mesh.close()
+            self._mesh = None
+
+    def track(self, frame: Frame) -> None:
+        mesh = self._ensure_mesh()
+        h, w = frame.image.shape[:2]
+        result = mesh.process(frame.image)
+        detections = [_to_pixels(lm, w, h) for lm in (result.multi_face_landmarks or [])]
+        faces = self._associate(detections, frame.pts)
+        frame.faces = self._select(faces)
+
+    def _associate(self, detections: list[FloatArray], t: float) -> list[Face]:
+        faces: list[Face] = []
+        unmatched = list(self._tracks)
+        for raw in detections:
+            box = _box(raw)
+            center = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2], np.float32)
+            size = max(box[2] - box[0], box[3] - box[1], 1.0)
+            best = min(
+                unmatched, key=lambda tr: float(np.linalg.norm(tr.center - center)), default=None
+            )
+            if best is not None and np.linalg.norm(best.center - center) < 0.5 * max(
+                size, best.size
+            ):
+                unmatched.remove(best)
+                track = best
+            else:
+                track = _Track(
+                    self._next_id,
+                    OneEuroFilter(self.cfg.smoothing_min_cutoff, self.cfg.smoothing_beta),
+                    center,
+                    size,
+                )
+                self._next_id += 1
+                self._tracks.append(track)
+            track.center, track.size, track.missed = center, size, 0
+            ipd = float(np.linalg.norm(raw[LEFT_IRIS_CENTER, :2] - raw[RIGHT_IRIS_CENTER, :2]))
+            smoothed = track.filter(raw, t, ipd) if not self.static else raw
+            faces.append(_make_face(track.track_id, raw, smoothed))
+        for track in unmatched:
+            track.missed += 1
+        # Forget a track after a few frames without it: a face that comes back starts fresh.
+        self._tracks = [tr for tr in self._tracks if tr.missed <= 3]
+        return sorted(faces, key=lambda f: -f.area)
+
+    def _select(self, faces: list[Face]) -> list[Face]:
+        if not faces or self.cfg.select == "all":
+            return faces
+        if self.cfg.select == "nearest" and self._selected_id is not None:
+            same = [f for f in faces if f.track_id == self._selected_id]
+            if same:
+                return same
+        chosen = faces[0]  # the largest
+        self._selected_id = chosen.track_id
+        return [chosen]
