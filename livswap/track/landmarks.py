@@ -79,7 +79,8 @@ class FaceIndex:
             self.left_iris,
             self.right_iris,
         )
-        return np.unique(np.concatenate(parts))
+        unique: IntArray = np.unique(np.concatenate(parts))
+        return unique
 
 
 def _split_lips(edges: frozenset[tuple[int, int]]) -> tuple[list[int], list[int]]:
