@@ -198,6 +198,9 @@ class FaceTracker:
 
     def _associate(self, detections: list[FloatArray], t: float) -> list[Face]:
         faces: list[Face] = []
+        if self.static:
+            # Independent images: every face is new, so no state leaks from one photo to the next.
+            self._tracks = []
         unmatched = list(self._tracks)
         for raw in detections:
             box = _box(raw)

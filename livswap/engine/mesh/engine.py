@@ -210,7 +210,8 @@ class MeshEngine:
     needs_faces: bool = True
     colour_sigma: float = 0.045  # low-pass sigma for colour, as a fraction of S
     _topology: _Topology | None = field(default=None, init=False, repr=False)
-    _tracks: dict[int, _TrackState] = field(default_factory=dict, init=False, repr=False)
+    # Keyed by (track id, source key): state is in the source's frame and a face's own history.
+    _tracks: dict[tuple[int, str], _TrackState] = field(default_factory=dict, init=False, repr=False)
     _frame_count: int = field(default=0, init=False, repr=False)
 
     # -- preparation -----------------------------------------------------------------------
@@ -242,13 +243,14 @@ class MeshEngine:
             k: v for k, v in self._tracks.items() if self._frame_count - v.last_seen < 30
         }
 
-    def _state(self, face: Face) -> _TrackState:
+    def _state(self, face: Face, source: SourceFace) -> _TrackState:
         ideal = face.ipd / EYE_DISTANCE
         size = int(np.clip(round(ideal / 32) * 32, 192, self.cfg.mesh_resolution))
-        state = self._tracks.get(face.track_id)
+        key = (face.track_id, source.key)
+        state = self._tracks.get(key)
         if state is None or abs(size - state.size) > 0.25 * state.size:
             state = _TrackState(size=size)
-            self._tracks[face.track_id] = state
+            self._tracks[key] = state
         state.last_seen = self._frame_count
         return state
 
@@ -256,7 +258,7 @@ class MeshEngine:
         """Swap ``source`` onto ``face`` of ``image``; returns the patch to paste."""
         assert self._topology is not None, "prepare() first"
         topo, idx = self._topology, face_index()
-        state = self._state(face)
+        state = self._state(face, source)
         size = state.size
         smoothing = self.compose_cfg.temporal_smoothing
 
