@@ -18,6 +18,7 @@ independent face-recognition model (dlib's ResNet, the ``eval`` extra), never th
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -53,7 +54,9 @@ class Embedder:
         self.net = dlib.face_recognition_model_v1(frm.face_recognition_model_location())
         self.dlib = dlib
 
-    def embed(self, image: Image, hint: tuple[float, float, float, float] | None = None) -> np.ndarray | None:
+    def embed(
+        self, image: Image, hint: tuple[float, float, float, float] | None = None
+    ) -> np.ndarray | None:
         """Descriptor of the largest face (or of the face in ``hint`` if dlib finds none)."""
         rects = list(self.detector(image, 1))
         if rects:
@@ -87,8 +90,10 @@ def landmark_error(swapped: Image, target_landmarks: np.ndarray, target_ipd: flo
     faces = detect_faces(swapped, max_faces=1)
     if not faces:
         return None
-    return float(np.linalg.norm(faces[0].landmarks[:, :2] - target_landmarks[:, :2], axis=1).mean()
-                 / max(target_ipd, 1.0))
+    return float(
+        np.linalg.norm(faces[0].landmarks[:, :2] - target_landmarks[:, :2], axis=1).mean()
+        / max(target_ipd, 1.0)
+    )
 
 
 def swap_still(cfg: Config, stages: list[Any], image: Image) -> Frame:
@@ -98,7 +103,9 @@ def swap_still(cfg: Config, stages: list[Any], image: Image) -> Frame:
     return frame
 
 
-def thumb(image: Image, size: int = 160, box: tuple[float, float, float, float] | None = None) -> Image:
+def thumb(
+    image: Image, size: int = 160, box: tuple[float, float, float, float] | None = None
+) -> Image:
     if box is not None:  # crop around the face so the sheet shows what matters
         x0, y0, x1, y1 = box
         cx, cy, half = (x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, y1 - y0) * 0.8
@@ -149,8 +156,12 @@ def evaluate_images(args: argparse.Namespace, cfg: Config, embedder: Embedder) -
             face = target_faces[target_name]
             swapped = frame.result
             emb = embedder.embed(swapped, hint=face.box)
-            row: dict[str, Any] = {"source": source_name, "target": target_name,
-                                   "swap_ms": round(swap_ms, 1), "swapped": bool(frame.patches)}
+            row: dict[str, Any] = {
+                "source": source_name,
+                "target": target_name,
+                "swap_ms": round(swap_ms, 1),
+                "swapped": bool(frame.patches),
+            }
             if emb is not None:
                 d = np.linalg.norm(gallery_matrix - emb, axis=1)
                 row["nearest"] = gallery_names[int(np.argmin(d))]
@@ -158,9 +169,14 @@ def evaluate_images(args: argparse.Namespace, cfg: Config, embedder: Embedder) -
                 row["dist_target"] = float(d[gallery_names.index(target_name)])
             row["landmark_error"] = landmark_error(swapped, face.landmarks, face.ipd)
             rows.append(row)
-            sheet.append((thumb(photos[source_name], box=detect_box(photos[source_name])),
-                          thumb(photos[target_name], box=face.box), thumb(swapped, box=face.box),
-                          f"{source_name} -> {target_name}"))
+            sheet.append(
+                (
+                    thumb(photos[source_name], box=detect_box(photos[source_name])),
+                    thumb(photos[target_name], box=face.box),
+                    thumb(swapped, box=face.box),
+                    f"{source_name} -> {target_name}",
+                )
+            )
     hits = [r.get("nearest") == r["source"] for r in rows]
     to_target = [r.get("nearest") == r["target"] for r in rows]
     lm = [r["landmark_error"] for r in rows if r["landmark_error"] is not None]
@@ -170,11 +186,17 @@ def evaluate_images(args: argparse.Namespace, cfg: Config, embedder: Embedder) -
         "identity_retrieval": round(float(np.mean(hits)) if rows else 0.0, 4),
         "still_target": round(float(np.mean(to_target)) if rows else 0.0, 4),
         "chance": round(1 / max(len(gallery_names), 1), 4),
-        "mean_dist_source": round(float(np.mean([r["dist_source"] for r in rows if "dist_source" in r])), 4),
-        "mean_dist_target": round(float(np.mean([r["dist_target"] for r in rows if "dist_target" in r])), 4),
+        "mean_dist_source": round(
+            float(np.mean([r["dist_source"] for r in rows if "dist_source" in r])), 4
+        ),
+        "mean_dist_target": round(
+            float(np.mean([r["dist_target"] for r in rows if "dist_target" in r])), 4
+        ),
         "landmark_error": round(float(np.mean(lm)), 4) if lm else None,
         "landmark_error_p90": round(float(np.percentile(lm, 90)), 4) if lm else None,
-        "swap_ms_median": round(float(np.median([r["swap_ms"] for r in rows])), 1) if rows else None,
+        "swap_ms_median": round(float(np.median([r["swap_ms"] for r in rows])), 1)
+        if rows
+        else None,
         "rows": rows,
     }
     if args.sheet:
@@ -187,8 +209,12 @@ def detect_box(image: Image) -> tuple[float, float, float, float] | None:
     return faces[0].box if faces else None
 
 
-def write_sheet(items: list[tuple[Image, Image, Image, str]], rows: list[dict[str, Any]],
-                path: Path, max_rows: int) -> None:
+def write_sheet(
+    items: list[tuple[Image, Image, Image, str]],
+    rows: list[dict[str, Any]],
+    path: Path,
+    max_rows: int,
+) -> None:
     """Source | target | swap triplets, three per row: evenly spread, worst identity last."""
     order = list(range(len(items)))
     if len(order) > max_rows * 3:
@@ -202,8 +228,16 @@ def write_sheet(items: list[tuple[Image, Image, Image, str]], rows: list[dict[st
         ok = row.get("nearest") == row["source"]
         caption = f"{label} {'OK' if ok else 'miss'} d={row.get('dist_source', float('nan')):.2f}"
         bar = np.full((18, triplet.shape[1], 3), 255, np.uint8)
-        cv2.putText(bar, caption[:58], (3, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.38,
-                    (0, 120, 0) if ok else (200, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(
+            bar,
+            caption[:58],
+            (3, 13),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.38,
+            (0, 120, 0) if ok else (200, 0, 0),
+            1,
+            cv2.LINE_AA,
+        )
         tiles.append(np.vstack([bar, triplet]))
     while len(tiles) % 3:
         tiles.append(np.full_like(tiles[0], 255))
@@ -211,7 +245,9 @@ def write_sheet(items: list[tuple[Image, Image, Image, str]], rows: list[dict[st
     cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
 
 
-def evaluate_video(args: argparse.Namespace, cfg: Config, video: Path, source: Path) -> dict[str, Any]:
+def evaluate_video(
+    args: argparse.Namespace, cfg: Config, video: Path, source: Path
+) -> dict[str, Any]:
     """Flicker ratio of one video swapped offline through the real pipeline."""
     idx = face_index()
     frames: list[tuple[Image, Image, np.ndarray | None]] = []
@@ -228,11 +264,15 @@ def evaluate_video(args: argparse.Namespace, cfg: Config, video: Path, source: P
             pass
 
     video_cfg = cfg.replace({"engine.source": [str(source)], "capture.pacing": "fast"})
-    run = build_run(video_cfg, sinks=[Collect()], max_frames=args.video_frames,
-                    source=VideoFileSource(video, realtime=False))
+    run = build_run(
+        video_cfg,
+        sinks=[Collect()],
+        max_frames=args.video_frames,
+        source=VideoFileSource(video, realtime=False),
+    )
     run_async(run.pipeline.run)
     swap_change, orig_change = 0.0, 0.0
-    for (o0, s0, _), (o1, s1, oval) in zip(frames, frames[1:], strict=False):
+    for (o0, s0, _), (o1, s1, oval) in itertools.pairwise(frames):
         if oval is None:
             continue
         mask = np.zeros(o1.shape[:2], np.uint8)
@@ -241,16 +281,27 @@ def evaluate_video(args: argparse.Namespace, cfg: Config, video: Path, source: P
         swap_change += float(np.abs(s1.astype(np.int16) - s0.astype(np.int16))[m].mean())
         orig_change += float(np.abs(o1.astype(np.int16) - o0.astype(np.int16))[m].mean())
     with_face = sum(1 for f in frames if f[2] is not None)
-    return {"video": video.name, "frames": len(frames), "frames_with_face": with_face,
-            "flicker_ratio": round(swap_change / orig_change, 4) if orig_change else None}
+    return {
+        "video": video.name,
+        "frames": len(frames),
+        "frames_with_face": with_face,
+        "flicker_ratio": round(swap_change / orig_change, 4) if orig_change else None,
+    }
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--images", type=Path, help="folder with a sub-folder of photos per person")
-    p.add_argument("--videos", type=Path, nargs="*", default=[], help="videos for the flicker ratio")
-    p.add_argument("--video-source", type=Path, help="source photo for the videos "
-                   "(default: the first person's photo)")
+    p.add_argument(
+        "--videos", type=Path, nargs="*", default=[], help="videos for the flicker ratio"
+    )
+    p.add_argument(
+        "--video-source",
+        type=Path,
+        help="source photo for the videos (default: the first person's photo)",
+    )
     p.add_argument("--video-frames", type=int, default=150, help="frames per video")
     p.add_argument("--engine", default="mesh")
     p.add_argument("--config", type=Path, help="config.toml to start from")
@@ -275,8 +326,16 @@ def main() -> None:
         result["flicker_ratio_max"] = max(ratios) if ratios else None
     args.json.write_text(json.dumps(result, indent=2) + "\n")
     summary = {k: v for k, v in result.get("images", {}).items() if k != "rows"}
-    print(json.dumps({"images": summary, "videos": result.get("videos"),
-                      "flicker_ratio_max": result.get("flicker_ratio_max")}, indent=1))
+    print(
+        json.dumps(
+            {
+                "images": summary,
+                "videos": result.get("videos"),
+                "flicker_ratio_max": result.get("flicker_ratio_max"),
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

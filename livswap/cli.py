@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import contextlib
 import logging
+import os
+import re
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 from livswap import __version__
@@ -236,11 +241,32 @@ def _configure_logging(level: str) -> None:
     cv2.setLogLevel(5 if level == "debug" else 2)  # OpenCV's levels: 2 = ERROR, 5 = DEBUG
 
 
+def _main_batch(cfg: Config) -> int:
+    from tqdm import tqdm
+
+    from livswap.session import swap_folder
+
+    input_dir, output_dir = Path(cfg.capture.input), Path(cfg.output.target)
+    total = sum(1 for p in input_dir.iterdir() if p.is_file())
+    with tqdm(total=total, unit="image", desc="livswap", disable=None) as bar:
+        result = swap_folder(cfg, input_dir, output_dir, on_image=lambda _: bar.update(1))
+    for reason in result.skipped:
+        log.warning("skipped %s", reason)
+    print(
+        f"livswap: wrote {result.written} images to {output_dir} ({result.no_face} without a "
+        f"face, passed through); skipped {len(result.skipped)}",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def _main_run(argv: Sequence[str]) -> int:
     args = run_parser().parse_args(argv)
     _configure_logging("info")
     cfg = config_from_args(args)
     _configure_logging(cfg.pipeline.log_level)
+    if Path(cfg.capture.input).is_dir():
+        return _main_batch(cfg)
     _stats, summary = run_async(lambda: _run_pipeline(cfg))
     print(summary, file=sys.stderr)
     return 0
@@ -260,8 +286,62 @@ def _main_doctor(argv: Sequence[str]) -> int:
 SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"doctor": _main_doctor}
 
 
+_NATIVE_LOG = re.compile(
+    rb"^(?:[IWE]\d{4} [\d:. ]+\d+ \S+:\d+\]|INFO: Created TensorFlow Lite|"
+    rb"WARNING: All log messages before absl::InitializeLog)"
+)
+
+
+def _quiet_native_logs() -> None:
+    """Drop MediaPipe's and TensorFlow Lite's native log lines from stderr.
+
+    They print INFO/WARNING lines (absl, before any Python code can configure it) on every model
+    load, which would bury livswap's one-line messages. Everything else written to stderr, by
+    Python or native code, passes through unchanged. Only the CLI does this, never the library.
+    """
+    if os.environ.get("LIVSWAP_NATIVE_LOGS") or not hasattr(os, "pipe"):
+        return
+    try:
+        sys.stderr.flush()
+        original = os.dup(2)
+        read_end, write_end = os.pipe()
+        os.dup2(write_end, 2)
+        os.close(write_end)
+    except OSError:
+        return
+
+    def pump() -> None:
+        with os.fdopen(read_end, "rb", buffering=0) as pipe, os.fdopen(original, "wb", 0) as out:
+            pending = b""
+            while chunk := pipe.read(65536):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if not _NATIVE_LOG.match(line):
+                        out.write(line + b"\n")
+                # A partial line (a progress bar or status redraw) goes out at once.
+                if pending and not _NATIVE_LOG.match(pending) and b"\r" in pending:
+                    out.write(pending)
+                    pending = b""
+            if pending and not _NATIVE_LOG.match(pending):
+                out.write(pending)
+
+    saved = os.dup(original)
+    thread = threading.Thread(target=pump, name="livswap-stderr", daemon=True)
+    thread.start()
+
+    def restore() -> None:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # the pipe's last write end closes: the pump drains it and stops
+        os.close(saved)
+        thread.join(timeout=2.0)
+
+    atexit.register(restore)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    _quiet_native_logs()
     try:
         if argv and argv[0] in SUBCOMMANDS:
             return SUBCOMMANDS[argv[0]](argv[1:])

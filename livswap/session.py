@@ -30,7 +30,7 @@ from livswap.output import (
 )
 from livswap.pipeline import Pipeline, Stage
 
-__all__ = ["Run", "build_run", "output_kind"]
+__all__ = ["BatchResult", "Run", "build_run", "output_kind", "swap_folder"]
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def prepare_identity(cfg: Config, engine: Engine) -> Identity:
     if spec.needs_source and not cfg.engine.source:
         raise EngineError(f"engine {engine.name!r} needs a source photo: pass --source PHOTO")
     images = [read_image(p, "source photo") for p in cfg.engine.source]
-    return engine.prepare(images)
+    return engine.prepare(images, names=[f"source photo {p!r}" for p in cfg.engine.source])
 
 
 def build_stages(
@@ -182,3 +182,62 @@ def build_run(
         sinks=list(sinks),
         offline=offline,
     )
+
+
+@dataclass
+class BatchResult:
+    written: int
+    no_face: int
+    skipped: list[str]
+
+
+def swap_folder(
+    cfg: Config,
+    input_dir: Path,
+    output_dir: Path,
+    *,
+    on_image: Callable[[Path], None] | None = None,
+) -> BatchResult:
+    """Swap every image in ``input_dir`` into ``output_dir`` (same names).
+
+    Files that are not images, or cannot be read or written, are skipped and listed; images
+    without a face are written unchanged (labelled) and counted.
+    """
+    from livswap.capture.files import IMAGE_SUFFIXES
+    from livswap.errors import InputError
+
+    if not input_dir.is_dir():
+        raise OutputError(f"input {str(input_dir)!r} is not a folder")
+    if output_dir.exists() and not output_dir.is_dir():
+        raise OutputError(f"output {str(output_dir)!r} must be a folder when the input is a folder")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if output_dir.resolve() == input_dir.resolve():
+        raise OutputError(f"output folder {str(output_dir)!r} must differ from the input folder")
+    engine = create_engine(cfg)
+    identity = prepare_identity(cfg, engine)
+    stages = build_stages(cfg, engine, identity, still=True)
+    result = BatchResult(written=0, no_face=0, skipped=[])
+    files = sorted(p for p in input_dir.iterdir() if p.is_file())
+    for seq, path in enumerate(files):
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            result.skipped.append(f"{path.name}: not an image")
+        else:
+            try:
+                image = read_image(path, "input image")
+                frame = Frame(image=image, seq=seq, captured_ns=0, pts=0.0)
+                for stage in stages:
+                    try:
+                        stage.run(frame)
+                    except Exception:
+                        if stage.recover is None:
+                            raise
+                        stage.recover(frame, RuntimeError(stage.name))
+                if "no_face" in frame.notes:
+                    result.no_face += 1
+                ImageFileSink(output_dir / path.name).send(frame)
+                result.written += 1
+            except (InputError, OutputError) as exc:
+                result.skipped.append(str(exc))
+        if on_image is not None:
+            on_image(path)
+    return result

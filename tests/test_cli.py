@@ -159,3 +159,16 @@ def test_doctor_reports_what_is_there_and_what_is_missing() -> None:
     for section in ("packages", "cameras", "virtual camera", "GPU", "engines", "model files"):
         assert section in result.stdout
     assert "mediapipe: 0.10.21" in result.stdout
+
+
+def test_source_photo_without_a_face(tmp_path: Path, astronaut_jpg: Path) -> None:
+    import cv2
+    import numpy as np
+
+    blank = tmp_path / "wall.png"
+    cv2.imwrite(str(blank), np.full((200, 200, 3), 128, np.uint8))
+    result = livswap(
+        "--source", str(blank), "--input", str(astronaut_jpg), "--output", str(tmp_path / "o.png")
+    )
+    # MediaPipe loads here: its native log lines must not reach the user either.
+    assert_one_line_error(result, "wall.png", "no face found")

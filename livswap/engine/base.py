@@ -35,6 +35,8 @@ class Engine(Protocol):
     name: str
     needs_faces: bool
 
-    def prepare(self, sources: Sequence[Image]) -> Identity: ...
+    def prepare(self, sources: Sequence[Image], names: Sequence[str] | None = None) -> Identity:
+        """Prepare the identity from source photos; ``names`` label them in error messages."""
+        ...
 
     def swap(self, frame: Frame, identity: Identity) -> None: ...

@@ -15,7 +15,7 @@ class PassthroughEngine:
     name = "passthrough"
     needs_faces = False
 
-    def prepare(self, sources: Sequence[Image]) -> Identity:
+    def prepare(self, sources: Sequence[Image], names: Sequence[str] | None = None) -> Identity:
         digest = hashlib.sha256()
         for image in sources:
             digest.update(image.tobytes())

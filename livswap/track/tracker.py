@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 
@@ -126,23 +127,69 @@ def _make_face(track_id: int, raw: FloatArray, smoothed: FloatArray) -> Face:
     )
 
 
-def detect_faces(image: Image, *, max_faces: int = 4, min_confidence: float = 0.5) -> list[Face]:
-    """Landmarks of every face in a still image (no tracking, no smoothing), largest first."""
+def _still_landmarks(mesh: Any, detector: Any, image: Image, max_faces: int) -> list[FloatArray]:
+    """All faces' landmarks in one still image, small faces included.
+
+    FaceMesh finds faces with MediaPipe's short-range detector on the whole image shrunk to
+    128 px, so faces smaller than about a tenth of the image are missed. The bundled
+    full-range detector finds those; FaceMesh then runs on an enlarged crop around each.
+    """
+    h, w = image.shape[:2]
+    result = mesh.process(image)
+    found = [_to_pixels(lm, w, h) for lm in (result.multi_face_landmarks or [])]
+    if len(found) >= max_faces:
+        return found[:max_faces]
+    for det in detector.process(image).detections or []:
+        if len(found) >= max_faces:
+            break
+        box = det.location_data.relative_bounding_box
+        bx, by, bw, bh = box.xmin * w, box.ymin * h, box.width * w, box.height * h
+        cx, cy = bx + bw / 2, by + bh / 2
+        boxes = [_box(f) for f in found]
+        if any(b[0] <= cx <= b[2] and b[1] <= cy <= b[3] for b in boxes):
+            continue  # FaceMesh already has this face
+        half = max(bw, bh) * 1.6
+        x0, y0 = int(max(cx - half, 0)), int(max(cy - half, 0))
+        x1, y1 = int(min(cx + half, w)), int(min(cy + half, h))
+        if x1 - x0 < 8 or y1 - y0 < 8:
+            continue
+        crop = np.ascontiguousarray(image[y0:y1, x0:x1])
+        scale = max(1.0, 256 / max(x1 - x0, y1 - y0))  # enlarge small crops for the mesh model
+        if scale > 1.0:
+            crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+        sub = mesh.process(crop)
+        for lm in (sub.multi_face_landmarks or [])[:1]:
+            pts = _to_pixels(lm, crop.shape[1], crop.shape[0]) / np.float32(scale)
+            pts[:, 0] += x0
+            pts[:, 1] += y0
+            found.append(pts)
+    return found
+
+
+def _open_still_models(max_faces: int, min_confidence: float) -> tuple[Any, Any]:
     import mediapipe as mp
 
-    with mp.solutions.face_mesh.FaceMesh(
+    mesh = mp.solutions.face_mesh.FaceMesh(
         static_image_mode=True,
         max_num_faces=max_faces,
         refine_landmarks=True,
         min_detection_confidence=min_confidence,
-    ) as mesh:
-        result = mesh.process(image)
-    faces = []
-    h, w = image.shape[:2]
-    for i, lm in enumerate(result.multi_face_landmarks or []):
-        pts = _to_pixels(lm, w, h)
-        if pts.shape[0] == NUM_LANDMARKS:
-            faces.append(_make_face(i, pts, pts))
+    )
+    detector = mp.solutions.face_detection.FaceDetection(
+        model_selection=1, min_detection_confidence=min_confidence
+    )
+    return mesh, detector
+
+
+def detect_faces(image: Image, *, max_faces: int = 4, min_confidence: float = 0.5) -> list[Face]:
+    """Landmarks of every face in a still image (no tracking, no smoothing), largest first."""
+    mesh, detector = _open_still_models(max_faces, min_confidence)
+    try:
+        points = _still_landmarks(mesh, detector, image, max_faces)
+    finally:
+        mesh.close()
+        detector.close()
+    faces = [_make_face(i, pts, pts) for i, pts in enumerate(points) if len(pts) == NUM_LANDMARKS]
     return sorted(faces, key=lambda f: -f.area)
 
 
@@ -166,33 +213,43 @@ class FaceTracker:
     cfg: TrackConfig
     static: bool = False
     _mesh: Any = field(default=None, init=False, repr=False)
+    _detector: Any = field(default=None, init=False, repr=False)
     _tracks: list[_Track] = field(default_factory=list, init=False, repr=False)
     _next_id: int = field(default=0, init=False, repr=False)
     _selected_id: int | None = field(default=None, init=False, repr=False)
 
     def _ensure_mesh(self) -> Any:
         if self._mesh is None:
-            import mediapipe as mp
+            if self.static:
+                self._mesh, self._detector = _open_still_models(
+                    self.cfg.max_faces, self.cfg.min_detection_confidence
+                )
+            else:
+                import mediapipe as mp
 
-            self._mesh = mp.solutions.face_mesh.FaceMesh(
-                static_image_mode=self.static,
-                max_num_faces=self.cfg.max_faces,
-                refine_landmarks=True,
-                min_detection_confidence=self.cfg.min_detection_confidence,
-                min_tracking_confidence=self.cfg.min_tracking_confidence,
-            )
+                self._mesh = mp.solutions.face_mesh.FaceMesh(
+                    static_image_mode=False,
+                    max_num_faces=self.cfg.max_faces,
+                    refine_landmarks=True,
+                    min_detection_confidence=self.cfg.min_detection_confidence,
+                    min_tracking_confidence=self.cfg.min_tracking_confidence,
+                )
         return self._mesh
 
     def close(self) -> None:
-        if self._mesh is not None:
-            self._mesh.close()
-            self._mesh = None
+        for model in (self._mesh, self._detector):
+            if model is not None:
+                model.close()
+        self._mesh = self._detector = None
 
     def track(self, frame: Frame) -> None:
         mesh = self._ensure_mesh()
         h, w = frame.image.shape[:2]
-        result = mesh.process(frame.image)
-        detections = [_to_pixels(lm, w, h) for lm in (result.multi_face_landmarks or [])]
+        if self.static:
+            detections = _still_landmarks(mesh, self._detector, frame.image, self.cfg.max_faces)
+        else:
+            result = mesh.process(frame.image)
+            detections = [_to_pixels(lm, w, h) for lm in (result.multi_face_landmarks or [])]
         faces = self._associate(detections, frame.pts)
         frame.faces = self._select(faces)
 

@@ -211,12 +211,15 @@ class MeshEngine:
     colour_sigma: float = 0.045  # low-pass sigma for colour, as a fraction of S
     _topology: _Topology | None = field(default=None, init=False, repr=False)
     # Keyed by (track id, source key): state is in the source's frame and a face's own history.
-    _tracks: dict[tuple[int, str], _TrackState] = field(default_factory=dict, init=False, repr=False)
+    _tracks: dict[tuple[int, str], _TrackState] = field(
+        default_factory=dict, init=False, repr=False
+    )
     _frame_count: int = field(default=0, init=False, repr=False)
 
     # -- preparation -----------------------------------------------------------------------
-    def prepare(self, sources: Sequence[Image]) -> Identity:
-        prepared = [prepare_source(img, f"source photo {i + 1}") for i, img in enumerate(sources)]
+    def prepare(self, sources: Sequence[Image], names: Sequence[str] | None = None) -> Identity:
+        labels = list(names) if names else [f"source photo {i + 1}" for i in range(len(sources))]
+        prepared = [prepare_source(img, label) for img, label in zip(sources, labels, strict=True)]
         idx = face_index()
         first = prepared[0].face.landmarks
         reference = _apply(canonical_transform(first, 1), first)
@@ -371,13 +374,31 @@ class MeshEngine:
         delta = ((delta_src.astype(np.float64) @ rot) / scale).astype(np.float32)  # to image
         weights = np.full((NUM_LANDMARKS, 1), self.cfg.shape_transfer, np.float32)
         weights[idx.face_oval] = self.cfg.outline_transfer * self.cfg.shape_transfer
-        # Eyes and the inner mouth move as a whole: their openness stays the target's.
+        # Eyes move as a whole (their openness stays the target's). The mouth moves as a whole
+        # and takes the source's width, but its opening and curvature stay the target's: a
+        # per-point offset would carry the source photo's expression (a closed mouth) along.
         for group in (
             np.concatenate([idx.left_eye, idx.left_iris]),
             np.concatenate([idx.right_eye, idx.right_iris]),
-            idx.lips_inner,
         ):
             delta[group] = delta[group].mean(axis=0)
+        # Below the nose, vertical offsets mostly measure how open the mouth is in either photo;
+        # keep one shared vertical shift there and the per-point horizontal ones (face width).
+        up = _unit(target[263, :2] - target[33, :2])
+        down = np.array([-up[1], up[0]], np.float32)
+        height = (target[:, :2] - target[1, :2]) @ down
+        lower = height > 0
+        vertical = (delta[:, :2] @ down)[:, None] * down
+        delta[lower, :2] += (np.median(vertical[lower] @ down) * down) - vertical[lower]
+        lips = np.concatenate([idx.lips_outer, idx.lips_inner])
+        lips_t = target[lips, :2]
+        center = lips_t.mean(axis=0)
+        width_t = float(np.ptp(target[idx.lips_outer, 0])) or 1.0
+        width_s = float(np.ptp(src[idx.lips_outer, 0])) * (
+            width_t / max(float(np.ptp(target_in_src[idx.lips_outer, 0])), 1e-3)
+        )
+        stretch = np.array([width_s / width_t - 1.0, 0.0], np.float32)
+        delta[lips, :2] = delta[lips, :2].mean(axis=0) + (lips_t - center) * stretch
         moved: FloatArray = target[:, :2] + weights * delta[:, :2]
         return moved
 
@@ -418,13 +439,10 @@ class MeshEngine:
             ycc, (0, float(lo[0]), float(lo[1])), (255, float(hi[0]), float(hi[1]))
         )
         candidate = cv2.bitwise_and(cv2.bitwise_not(skin_like), oval)
-        features = np.zeros(shape, np.uint8)
-        for loop in (idx.left_eye, idx.right_eye, idx.lips_outer):
-            features |= _fill(shape, dst[loop])
-        for group in (idx.left_brow, idx.right_brow, idx.nose):
-            features |= _fill(shape, cv2.convexHull(dst[group]).reshape(-1, 2))
-        features = cv2.dilate(features, _disk(2.5 * unit))
-        candidate[features > 0] = 0
+        # The target's own lips, eyes and brows are not skin-coloured either, but they are
+        # islands inside the face; only what reaches in from the face's edge is an occluder.
+        eyes = _fill(shape, dst[idx.left_eye]) | _fill(shape, dst[idx.right_eye])
+        candidate[cv2.dilate(eyes, _disk(1.5 * unit)) > 0] = 0
         candidate = cv2.morphologyEx(candidate, cv2.MORPH_OPEN, _disk(1.2 * unit))
         occl = np.zeros(shape, np.float32)
         if cv2.countNonZero(candidate):
@@ -439,6 +457,11 @@ class MeshEngine:
             occl = smoothing * state.occlusion + (1 - smoothing) * occl
         state.occlusion = occl
         return occl
+
+
+def _unit(v: FloatArray) -> FloatArray:
+    n = float(np.linalg.norm(v)) or 1.0
+    return (v / n).astype(np.float32)
 
 
 def _fill(shape: tuple[int, int], points: FloatArray) -> npt.NDArray[Any]:

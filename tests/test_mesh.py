@@ -1,0 +1,294 @@
+"""The built-in mesh engine on two different real people (public-domain photos)."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from livswap.cli import run_async
+from livswap.compose import Compositor, FacePatch
+from livswap.config import Config, load_config
+from livswap.engine import create_engine
+from livswap.errors import EngineError
+from livswap.frame import Frame
+from livswap.label import label_box
+from livswap.output import NullSink
+from livswap.session import build_run, build_stages, swap_folder
+from livswap.track import Face, detect_faces
+from livswap.track.landmarks import face_index
+from tests.media import moving_frames, probe, write_video
+
+
+def mesh_config(**overrides: object) -> Config:
+    return load_config(None, {"engine.name": "mesh", **overrides})
+
+
+def swap_image(cfg: Config, source: np.ndarray, target: np.ndarray) -> Frame:
+    engine = create_engine(cfg)
+    identity = engine.prepare([source])
+    frame = Frame(image=target, seq=0, captured_ns=0, pts=0.0)
+    for stage in build_stages(cfg, engine, identity, still=True):
+        stage.run(frame)
+    return frame
+
+
+def proportions(face: Face) -> np.ndarray:
+    """Scale-free inner-feature layout: feature centroids relative to the eye line."""
+    idx = face_index()
+    lm = face.landmarks[:, :2]
+    left = lm[[33, 133]].mean(axis=0)
+    right = lm[[362, 263]].mean(axis=0)
+    mid, axis = (left + right) / 2, right - left
+    scale = np.linalg.norm(axis)
+    ex, ey = axis / scale, np.array([-axis[1], axis[0]]) / scale
+    out = []
+    for group in (idx.nose, idx.lips_outer, idx.left_brow, idx.right_brow):
+        c = lm[group].mean(axis=0) - mid
+        out += [c @ ex / scale, c @ ey / scale]
+    width = lm[idx.lips_outer][:, 0].ptp() / scale
+    return np.array([*out, width])
+
+
+@pytest.fixture(scope="module")
+def hopper_onto_astronaut(astronaut_image: np.ndarray, hopper_image: np.ndarray) -> Frame:
+    return swap_image(mesh_config(**{"output.label": False}), hopper_image, astronaut_image)
+
+
+def test_swap_moves_inner_proportions_toward_the_source(
+    hopper_onto_astronaut: Frame, astronaut_image: np.ndarray, hopper_image: np.ndarray
+) -> None:
+    target = proportions(detect_faces(astronaut_image)[0])
+    source = proportions(detect_faces(hopper_image)[0])
+    swapped = proportions(detect_faces(hopper_onto_astronaut.result)[0])
+    before = np.linalg.norm(target - source)
+    after = np.linalg.norm(swapped - source)
+    assert after < 0.75 * before, (before, after)
+
+
+def test_swap_keeps_the_targets_pose_and_expression(
+    hopper_onto_astronaut: Frame, astronaut_image: np.ndarray
+) -> None:
+    target = detect_faces(astronaut_image)[0]
+    swapped = detect_faces(hopper_onto_astronaut.result)[0]
+    error = np.linalg.norm(swapped.landmarks[:, :2] - target.landmarks[:, :2], axis=1).mean()
+    assert error / target.ipd < 0.06
+    assert abs(swapped.pose.yaw - target.pose.yaw) < 5
+    assert abs(swapped.pose.roll - target.pose.roll) < 3
+    # The smile (mouth opening) stays the target's.
+    idx = face_index()
+    opening = lambda f: np.ptp(f.landmarks[idx.lips_inner, 1]) / f.ipd  # noqa: E731
+    assert opening(swapped) == pytest.approx(opening(target), abs=0.05)
+
+
+def test_swapped_face_differs_from_the_target_only_around_the_face(
+    hopper_onto_astronaut: Frame, astronaut_image: np.ndarray
+) -> None:
+    diff = np.abs(hopper_onto_astronaut.result.astype(int) - astronaut_image.astype(int)).sum(
+        axis=2
+    )
+    x0, y0, x1, y1 = detect_faces(astronaut_image)[0].box
+    pad = 0.6 * (x1 - x0)
+    inside = diff[int(y0) : int(y1), int(x0) : int(x1)]
+    outside = diff.copy()
+    outside[int(y0 - pad) : int(y1 + pad), int(x0 - pad) : int(x1 + pad)] = 0
+    assert inside.mean() > 20
+    assert outside.max() == 0
+
+
+def test_colour_is_continuous_across_the_blend_boundary(
+    hopper_onto_astronaut: Frame, astronaut_image: np.ndarray
+) -> None:
+    """Colour just inside vs just outside the face outline: no step beyond the original's."""
+    idx = face_index()
+    face = detect_faces(astronaut_image)[0]
+    oval = np.zeros(astronaut_image.shape[:2], np.uint8)
+    cv2.fillPoly(oval, [np.round(face.landmarks[idx.face_oval, :2]).astype(np.int32)], 255)
+    k = max(3, int(face.ipd * 0.12)) | 1
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+    inner = cv2.subtract(oval, cv2.erode(oval, kernel)) > 0
+    outer = cv2.subtract(cv2.dilate(oval, kernel), oval) > 0
+    # Only the cheeks and jaw sides: the forehead borders hair in the original already.
+    rows = np.zeros_like(inner)
+    rows[int(face.landmarks[1, 1]) : int(face.box[3])] = True
+
+    def step(image: np.ndarray) -> np.ndarray:
+        lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
+        return lab[inner & rows].mean(axis=0) - lab[outer & rows].mean(axis=0)
+
+    swapped, original = step(hopper_onto_astronaut.result), step(astronaut_image)
+    assert np.abs(swapped - original).max() < 12, (swapped, original)
+
+
+def test_source_without_a_face_is_a_clear_error() -> None:
+    engine = create_engine(mesh_config())
+    with pytest.raises(EngineError, match="no face found"):
+        engine.prepare([np.full((200, 200, 3), 120, np.uint8)])
+
+
+def test_frame_without_a_face_passes_through_unchanged(hopper_image: np.ndarray) -> None:
+    blank = np.full((240, 320, 3), (40, 90, 160), np.uint8)
+    frame = swap_image(mesh_config(), hopper_image, blank)
+    assert "no_face" in frame.notes and frame.patches == []
+    out = frame.result.copy()
+    x0, y0, x1, y1 = label_box(320, 240)
+    out[y0:y1, x0:x1] = blank[y0:y1, x0:x1]
+    assert np.array_equal(out, blank)
+
+
+def test_an_object_in_front_of_the_mouth_stays_in_front(
+    astronaut_image: np.ndarray, hopper_image: np.ndarray
+) -> None:
+    target = astronaut_image.copy()
+    face = detect_faces(target)[0]
+    mx, my = face.landmarks[[61, 291], :2].mean(axis=0)
+    w = int(face.ipd * 0.9)
+    # A blue microphone-like bar coming in from below, over the mouth.
+    x0, y0 = int(mx - w / 4), int(my - w / 5)
+    target[y0 : int(face.box[3]) + 40, x0 : x0 + w // 2] = (30, 60, 200)
+    frame = swap_image(mesh_config(**{"output.label": False}), hopper_image, target)
+    region = (slice(y0 + 4, int(face.box[3])), slice(x0 + 4, x0 + w // 2 - 4))
+    kept = np.abs(frame.result[region].astype(int) - target[region].astype(int)).mean()
+    assert kept < 12, kept
+    off = swap_image(
+        mesh_config(**{"output.label": False, "compose.occlusion_aware": False}),
+        hopper_image,
+        target,
+    )
+    painted = np.abs(off.result[region].astype(int) - target[region].astype(int)).mean()
+    assert painted > kept + 10  # without occlusion handling the face is painted over it
+
+
+def test_faces_fade_in_and_out() -> None:
+    cfg = load_config(None, {"compose.fade_frames": 4})
+    compositor = Compositor(cfg.compose, label=None)
+    white = np.full((64, 64, 3), 255, np.uint8)
+    patch = FacePatch(
+        track_id=7,
+        image=white,
+        alpha=np.ones((64, 64), np.float32),
+        to_frame=np.array([[1.0, 0, 0], [0, 1.0, 0]]),
+    )
+    levels = []
+    for i in range(8):
+        frame = Frame(image=np.zeros((64, 64, 3), np.uint8), seq=i, captured_ns=0, pts=0.0)
+        frame.patches = [patch] if i < 5 else []
+        compositor.compose(frame)
+        levels.append(float(frame.result[32, 32, 0]))
+    assert levels[0] < levels[1] < levels[2] < levels[3] == 255  # fades in
+    assert levels[4] == 255
+    assert 255 > levels[5] > levels[6] > levels[7] >= 0  # fades out, no pop
+
+
+def test_each_face_can_have_its_own_source(
+    astronaut_image: np.ndarray, hopper_image: np.ndarray
+) -> None:
+    canvas = np.full((512, 1024, 3), 128, np.uint8)
+    canvas[:, :512] = astronaut_image
+    canvas[:, 512:] = hopper_image[44:556]
+    cfg = mesh_config(**{"track.select": "all", "engine.assign": "by_position"})
+    engine = create_engine(cfg)
+    identity = engine.prepare([hopper_image, astronaut_image])
+    frame = Frame(image=canvas, seq=0, captured_ns=0, pts=0.0)
+    for stage in build_stages(cfg, engine, identity, still=True):
+        stage.run(frame)
+    assert len(frame.patches) == 2
+    left, right = sorted(frame.patches, key=lambda p: p.to_frame[0, 2])
+    assert left.to_frame[0, 2] < 512 < right.to_frame[0, 2]
+
+
+def test_video_swap_is_smooth_over_time(
+    hopper_image: np.ndarray, astronaut_jpg: Path, tmp_path: Path
+) -> None:
+    clip = write_video(tmp_path / "h.mp4", moving_frames(hopper_image, 45, (384, 448)), audio=None)
+    frames: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = []
+    idx = face_index()
+
+    class Collect(NullSink):
+        def send(self, frame: Frame) -> None:
+            oval = frame.faces[0].landmarks[idx.face_oval, :2] if frame.faces else None
+            frames.append((frame.image, frame.result, oval))
+
+    cfg = mesh_config(
+        **{
+            "capture.input": str(clip),
+            "engine.source": [str(astronaut_jpg)],
+            "capture.pacing": "fast",
+        }
+    )
+    stats = run_async(build_run(cfg, sinks=[Collect()]).pipeline.run)
+    assert stats.frames_out == 45 and stats.frames_no_face == 0 and stats.frames_failed == 0
+    swap_change = orig_change = 0.0
+    for (o0, s0, _), (o1, s1, oval) in itertools.pairwise(frames[8:]):
+        assert oval is not None
+        mask = np.zeros(o1.shape[:2], np.uint8)
+        cv2.fillPoly(mask, [np.round(oval).astype(np.int32)], 255)
+        m = mask > 0
+        swap_change += np.abs(s1.astype(int) - s0.astype(int))[m].mean()
+        orig_change += np.abs(o1.astype(int) - o0.astype(int))[m].mean()
+    assert swap_change / orig_change < 1.3
+
+
+def test_folder_of_images(astronaut_jpg: Path, hopper_jpg: Path, tmp_path: Path) -> None:
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    (inp / "a.jpg").write_bytes(astronaut_jpg.read_bytes())
+    (inp / "notes.txt").write_text("not an image")
+    (inp / "broken.png").write_bytes(b"\x89PNG garbage")
+    cv2.imwrite(str(inp / "empty.png"), np.full((100, 100, 3), 200, np.uint8))
+    cfg = mesh_config(**{"engine.source": [str(hopper_jpg)]})
+    result = swap_folder(cfg, inp, out)
+    assert result.written == 2 and result.no_face == 1
+    assert len(result.skipped) == 2
+    assert sorted(p.name for p in out.iterdir()) == ["a.jpg", "empty.png"]
+
+
+def test_cli_image_swap_and_video_swap(
+    astronaut_jpg: Path, hopper_jpg: Path, hopper_image: np.ndarray, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "swap.png"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "livswap",
+            "--source",
+            str(hopper_jpg),
+            "--input",
+            str(astronaut_jpg),
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert out.exists()
+    clip = write_video(tmp_path / "c.mp4", moving_frames(hopper_image, 20, (320, 384)))
+    out_video = tmp_path / "swap.mp4"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "livswap",
+            "--source",
+            str(astronaut_jpg),
+            "--input",
+            str(clip),
+            "--output",
+            str(out_video),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    got = probe(out_video)
+    assert got["count"] == 20 and got["audio"] == ["aac"]
