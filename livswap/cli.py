@@ -283,7 +283,86 @@ def _main_doctor(argv: Sequence[str]) -> int:
     return run_doctor(load_config(args.config), sys.stdout)
 
 
-SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"doctor": _main_doctor}
+def _main_serve(argv: Sequence[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="livswap serve",
+        description="Serve the browser demo: open the printed address, allow the camera, pick a "
+        "source photo, and see yourself swapped live.",
+    )
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, help="port (default 8080)")
+    p.add_argument("--cert", help="TLS certificate (PEM); required beyond loopback")
+    p.add_argument("--key", help="TLS private key (PEM)")
+    p.add_argument(
+        "--token",
+        help="bearer token every request must carry (default: random when not on loopback)",
+    )
+    p.add_argument("--engine", "-e", metavar="NAME", help="default engine for the page")
+    p.add_argument("--config", "-c", metavar="FILE")
+    p.add_argument(
+        "--no-label",
+        action="store_true",
+        help="do NOT draw the 'AI-altered' label on returned video",
+    )
+    args = p.parse_args(argv)
+    overrides: dict[str, Any] = {}
+    for key in ("host", "port", "cert", "key", "token"):
+        if getattr(args, key) is not None:
+            overrides[f"serve.{key}"] = getattr(args, key)
+    if args.engine:
+        overrides["engine.name"] = args.engine
+    if args.no_label:
+        overrides["output.label"] = False
+    cfg = load_config(args.config, overrides)
+    _configure_logging(cfg.pipeline.log_level)
+    from aiohttp import web
+
+    from livswap.webrtc.server import (
+        LOOPBACK_HOSTS,
+        Server,
+        check_exposure,
+        create_app,
+        enable_loopback_candidates,
+        ssl_context,
+    )
+
+    token = check_exposure(cfg)
+    ssl_ctx = ssl_context(cfg)
+    if cfg.serve.host in LOOPBACK_HOSTS:
+        enable_loopback_candidates()
+    app = create_app(Server(cfg, token=token))
+    scheme = "https" if ssl_ctx else "http"
+    shown_host = "localhost" if cfg.serve.host in LOOPBACK_HOSTS else cfg.serve.host
+    url = f"{scheme}://{shown_host}:{cfg.serve.port}/" + (f"?token={token}" if token else "")
+    print(f"livswap serve: open {url}", file=sys.stderr, flush=True)
+
+    async def serve() -> None:
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, cfg.serve.host, cfg.serve.port, ssl_context=ssl_ctx)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise ConfigError(
+                f"serve: cannot listen on {cfg.serve.host}:{cfg.serve.port}: {exc.strerror}"
+            ) from None
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await runner.cleanup()
+
+    run_async(serve)
+    return 0
+
+
+SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "doctor": _main_doctor,
+    "serve": _main_serve,
+}
 
 
 _NATIVE_LOG = re.compile(

@@ -27,6 +27,7 @@ __all__ = [
     "EngineConfig",
     "OutputConfig",
     "PipelineConfig",
+    "ServeConfig",
     "TrackConfig",
     "default_config_text",
     "load_config",
@@ -102,6 +103,20 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class ServeConfig:
+    host: str
+    port: Annotated[int, Range(0, 65535)]
+    token: str
+    cert: str
+    key: str
+    max_peers: Annotated[int, Range(1, 64)]
+    max_upload_mb: Annotated[float, Range(0.1, 100)]
+    accepted_types: tuple[str, ...]
+    idle_timeout_s: Annotated[float, Range(5, 86400)]
+    max_sources: Annotated[int, Range(1, 1000)]
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     status_interval_s: Annotated[float, Range(0.1, 60)]
     log_level: LogLevel
@@ -114,6 +129,7 @@ class Config:
     engine: EngineConfig
     compose: ComposeConfig
     output: OutputConfig
+    serve: ServeConfig
     pipeline: PipelineConfig
 
     def replace(self, overrides: Mapping[str, Any]) -> Config:

@@ -25,7 +25,7 @@ def label_box(width: int, height: int, text: str = "AI-altered") -> tuple[int, i
 
 
 def _metrics(height: int) -> tuple[float, int, int]:
-    scale = max(0.35, height / 1400)
+    scale = max(0.45, height / 1400)  # ~13 px text at 480p: readable after video compression
     thickness = max(1, round(scale * 2))
     pad = max(3, round(8 * scale))
     return scale, thickness, pad

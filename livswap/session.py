@@ -73,7 +73,7 @@ def prepare_identity(cfg: Config, engine: Engine) -> Identity:
 
 
 def build_stages(
-    cfg: Config, engine: Engine, identity: Identity, *, still: bool = False
+    cfg: Config, engine: Engine, identity: Identity, *, still: bool = False, track_id_base: int = 0
 ) -> list[Stage]:
     """The processing stages between capture and output for this engine.
 
@@ -84,7 +84,7 @@ def build_stages(
     if engine.needs_faces:
         from livswap.track import FaceTracker
 
-        tracker = FaceTracker(cfg.track, static=still)
+        tracker = FaceTracker(cfg.track, static=still, id_base=track_id_base)
 
         def track(frame: Frame) -> None:
             tracker.track(frame)

@@ -29,9 +29,13 @@ class OneEuroFilter:
         min_cutoff: cut-off frequency in Hz when the points are still.
         beta: how fast the cut-off rises with speed (per IPD/s).
         d_cutoff: cut-off for the speed estimate itself, in Hz.
+        point_weight: how much a point's own motion (beyond the face's) opens its filter.
     """
 
-    def __init__(self, min_cutoff: float, beta: float, d_cutoff: float = 1.0) -> None:
+    def __init__(
+        self, min_cutoff: float, beta: float, d_cutoff: float = 1.0, point_weight: float = 0.25
+    ) -> None:
+        self.point_weight = point_weight
         self.min_cutoff = min_cutoff
         self.beta = beta
         self.d_cutoff = d_cutoff
@@ -53,7 +57,12 @@ class OneEuroFilter:
         assert self._dx is not None
         a_d = _alpha(self.d_cutoff, dt)
         dx_hat = self._dx + a_d * (dx - self._dx)
-        speed = np.linalg.norm(dx_hat[:, :2], axis=1, keepdims=True) / max(scale, 1e-6)
+        # Speed mostly from the face's mean velocity: per-point velocities carry the per-point
+        # jitter, which would open the filter exactly when it should stay closed. An attenuated
+        # per-point term keeps a moving mouth responsive while the head is still.
+        mean_v = dx_hat[:, :2].mean(axis=0, keepdims=True)
+        own = np.linalg.norm(dx_hat[:, :2] - mean_v, axis=1, keepdims=True)
+        speed = (np.linalg.norm(mean_v) + self.point_weight * own) / max(scale, 1e-6)
         cutoff = self.min_cutoff + self.beta * speed
         a = _alpha(cutoff, dt)
         x_hat = (self._x + a * (x - self._x)).astype(np.float32)

@@ -197,6 +197,7 @@ class _TrackState:
     neutral: FloatArray | None = None  # target's running mean shape, in the source's 3D frame
     gain: FloatArray | None = None  # colour gain map (S, S, 3)
     occlusion: FloatArray | None = None  # (S, S) 0..1
+    offsets: FloatArray | None = None  # smoothed shape-transfer offsets, image pixels (478, 2)
     last_seen: int = 0
 
 
@@ -399,7 +400,14 @@ class MeshEngine:
         )
         stretch = np.array([width_s / width_t - 1.0, 0.0], np.float32)
         delta[lips, :2] = delta[lips, :2].mean(axis=0) + (lips_t - center) * stretch
-        moved: FloatArray = target[:, :2] + weights * delta[:, :2]
+        offsets = weights * delta[:, :2]
+        # The per-frame pose fit jitters a little; smoothing the offsets keeps the transferred
+        # shape from wobbling (they change only as slowly as the head turns).
+        smoothing = self.compose_cfg.temporal_smoothing
+        if state.offsets is not None and smoothing > 0:
+            offsets = smoothing * state.offsets + (1 - smoothing) * offsets
+        state.offsets = offsets
+        moved: FloatArray = target[:, :2] + offsets
         return moved
 
     def _occlusion(

@@ -129,8 +129,8 @@ def skin_mask(image: Image, face: Face) -> FloatArray:
 
     Skin colour is learned from the cheeks and forehead (YCrCb mean and spread); inside the
     outline, pixels far from it (hair, glasses frames, a beard, background showing through)
-    are excluded, except on the brows, eyes, nose and lips, which belong to the face whatever
-    their colour. The result is cleaned up morphologically and feathered.
+    are excluded, except on the brows, eyes and lips, which belong to the face whatever their
+    colour. The result is cleaned up morphologically and feathered.
     """
     idx = face_index()
     lm = face.landmarks[:, :2]
@@ -142,15 +142,18 @@ def skin_mask(image: Image, face: Face) -> FloatArray:
     mean, spread = _skin_model(ycc, lm, ipd)
     chroma = np.abs(ycc[..., 1:] - mean[1:]) / spread[1:]
     chroma_far = chroma.max(axis=2) > 3.0
-    too_dark = ycc[..., 0] < mean[0] - 4.0 * spread[0] - 20
+    # Beards, stubble and moustaches are darker than the cheeks at the same chroma.
+    too_dark = ycc[..., 0] < mean[0] - 3.0 * spread[0] - 12
     non_skin = (chroma_far | too_dark).astype(np.uint8) * 255
+    # The eyes, lips and brows belong to the face whatever their colour; protect them tightly so
+    # that a moustache right above the lips is still left out.
     features = np.zeros((h, w), np.uint8)
     for loop in (idx.left_eye, idx.right_eye, idx.lips_outer):
         features |= _poly_mask((h, w), lm[loop])
-    for group in (idx.left_brow, idx.right_brow, idx.nose):
+    for group in (idx.left_brow, idx.right_brow):
         hull = cv2.convexHull(lm[group].astype(np.float32))
         features |= _poly_mask((h, w), hull.reshape(-1, 2))
-    k = max(3, int(ipd * 0.12)) | 1
+    k = max(3, int(ipd * 0.04)) | 1
     features = cv2.dilate(features, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
     non_skin[features > 0] = 0
     glasses = glasses_region(image, face)
@@ -166,7 +169,10 @@ def skin_mask(image: Image, face: Face) -> FloatArray:
     if count > 1:
         largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
         keep = np.where(labels == largest, keep, 0).astype(np.uint8)
-    return (keep.astype(np.float32) / 255.0).astype(np.float32)
+    # Soft edges: wherever the source is left out, the target shows through without a step.
+    sigma = max(1.0, ipd * 0.04)
+    soft = cv2.GaussianBlur(keep.astype(np.float32) / 255.0, (0, 0), sigma)
+    return np.minimum(soft, keep.astype(np.float32) / 255.0 + soft * 0.5).astype(np.float32)
 
 
 def prepare_source(image: Image, what: str = "source photo") -> SourceFace:

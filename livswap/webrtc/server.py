@@ -1,0 +1,433 @@
+"""``livswap serve``: the browser demo. An aiohttp server with the page, a small HTTP API and
+one aiortc peer per browser, each running the same pipeline as the virtual camera.
+
+API (also used by the page):
+    GET  /health                  -> {"status": "ok", "peers": n, "engines": [...]}
+    POST /sources  (multipart, image in field "file")  -> {"id": "..."} | 4xx {"error": "..."}
+    POST /offer    {"sdp", "type", "source": id, "engine": name}  -> {"sdp", "type"}
+With a token configured, every request carries ``Authorization: Bearer TOKEN`` (the page gets it
+from its URL: ``/?token=TOKEN``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import secrets
+import ssl
+import statistics
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import cv2
+import numpy as np
+from aiohttp import web
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+from livswap.config import Config
+from livswap.engine import ENGINES, Engine, Identity, create_engine
+from livswap.errors import ConfigError, EngineError, LivswapError
+from livswap.frame import Frame, Image
+from livswap.pipeline import Pipeline
+from livswap.session import build_stages
+from livswap.webrtc.tracks import DelayedAudioTrack, SwappedVideoTrack, TrackSink, TrackSource
+
+__all__ = ["LOOPBACK_HOSTS", "Server", "create_app", "enable_loopback_candidates"]
+
+log = logging.getLogger(__name__)
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+_IMAGE_MAGIC = {  # decoded and checked by OpenCV afterwards; this only names the format
+    b"\xff\xd8\xff": "jpeg",
+    b"\x89PNG\r\n\x1a\n": "png",
+    b"BM": "bmp",
+}
+
+
+def _image_format(data: bytes) -> str | None:
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    for magic, name in _IMAGE_MAGIC.items():
+        if data.startswith(magic):
+            return name
+    return None
+
+
+def enable_loopback_candidates() -> None:
+    """Let aioice offer 127.0.0.1 as a host candidate.
+
+    aioice skips the loopback address when it gathers candidates, so on a machine whose only
+    network is loopback (or a browser on the same machine) no ICE pair could form. Called once
+    by ``livswap serve`` when it listens on loopback.
+    """
+    import aioice.ice
+
+    original = aioice.ice.get_host_addresses
+    if getattr(original, "_livswap_loopback", False):
+        return
+
+    def with_loopback(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        addresses = original(use_ipv4, use_ipv6)
+        if use_ipv4 and "127.0.0.1" not in addresses:
+            addresses.append("127.0.0.1")
+        return addresses
+
+    with_loopback._livswap_loopback = True  # type: ignore[attr-defined]
+    aioice.ice.get_host_addresses = with_loopback
+
+
+class _LockedEngine:
+    """One engine serving every peer: calls from the peers' worker threads are serialised."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.name = engine.name
+        self.needs_faces = engine.needs_faces
+        self._lock = threading.Lock()
+
+    def prepare(self, sources: Sequence[Image], names: Sequence[str] | None = None) -> Identity:
+        with self._lock:
+            return self.engine.prepare(sources, names)
+
+    def swap(self, frame: Frame, identity: Identity) -> None:
+        with self._lock:
+            self.engine.swap(frame, identity)
+
+
+@dataclass
+class _Source:
+    image: Image
+    identities: dict[str, Identity] = field(default_factory=dict)
+
+
+@dataclass
+class _Peer:
+    pc: RTCPeerConnection
+    pipeline: Pipeline | None = None
+    task: asyncio.Task[Any] | None = None
+    source: TrackSource | None = None
+    reporter: asyncio.Task[None] | None = None
+    id: int = -1
+    created: float = field(default_factory=time.monotonic)
+
+
+class Server:
+    """State of one ``livswap serve`` process: engines, uploaded sources and live peers."""
+
+    def __init__(self, cfg: Config, *, token: str | None = None) -> None:
+        self.cfg = cfg
+        self.token = token if token is not None else cfg.serve.token
+        self.engines: dict[str, _LockedEngine] = {}
+        self.sources: OrderedDict[str, _Source] = OrderedDict()
+        self.peers: dict[int, _Peer] = {}
+        self._next_peer = 0
+        self._janitor: asyncio.Task[None] | None = None
+
+    # -- engines and sources ------------------------------------------------------------------
+    def engine(self, name: str) -> _LockedEngine:
+        if name not in ENGINES:
+            raise EngineError(f"unknown engine {name!r}; available: {', '.join(ENGINES)}")
+        if name not in self.engines:
+            self.engines[name] = _LockedEngine(
+                create_engine(self.cfg.replace({"engine.name": name}))
+            )
+        return self.engines[name]
+
+    def identity(self, source_id: str, engine_name: str) -> Identity:
+        source = self.sources.get(source_id)
+        if source is None:
+            raise EngineError(f"unknown source {source_id!r}: upload the photo to /sources first")
+        if engine_name not in source.identities:
+            engine = self.engine(engine_name)
+            source.identities[engine_name] = engine.prepare([source.image], ["source photo"])
+        return source.identities[engine_name]
+
+    def add_source(self, data: bytes) -> str:
+        limit = int(self.cfg.serve.max_upload_mb * 2**20)
+        if len(data) > limit:
+            raise _HttpError(
+                413,
+                f"photo is {len(data) / 2**20:.1f} MB; the limit is "
+                f"{self.cfg.serve.max_upload_mb:g} MB",
+            )
+        kind = _image_format(data)
+        if kind is None or kind not in self.cfg.serve.accepted_types:
+            raise _HttpError(
+                415, f"not an accepted image; send {', '.join(self.cfg.serve.accepted_types)}"
+            )
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise _HttpError(415, f"the {kind} file could not be decoded")
+        image: Image = np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)).astype(np.uint8)
+        source_id = hashlib.sha256(data).hexdigest()[:16]
+        entry = _Source(image=image)
+        # Validate now (a photo without a face is a 422, not a broken call later).
+        if ENGINES[self.cfg.engine.name].needs_source:
+            entry.identities[self.cfg.engine.name] = self.engine(self.cfg.engine.name).prepare(
+                [image], ["source photo"]
+            )
+        self.sources[source_id] = entry
+        self.sources.move_to_end(source_id)
+        while len(self.sources) > self.cfg.serve.max_sources:
+            self.sources.popitem(last=False)
+        return source_id
+
+    # -- peers ----------------------------------------------------------------------------------
+    async def answer(
+        self, offer: RTCSessionDescription, source_id: str | None, engine_name: str
+    ) -> RTCSessionDescription:
+        if len(self.peers) >= self.cfg.serve.max_peers:
+            raise _HttpError(
+                503,
+                f"server busy: {len(self.peers)} of {self.cfg.serve.max_peers} "
+                "peers connected, try again later",
+            )
+        engine = self.engine(engine_name)
+        if ENGINES[engine_name].needs_source and not source_id:
+            raise _HttpError(400, f"engine {engine_name!r} needs a source: upload a photo first")
+        identity = self.identity(source_id, engine_name) if source_id else engine.prepare([])
+        peer_id = self._next_peer
+        self._next_peer += 1
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        peer = _Peer(pc=pc, id=peer_id)
+        self.peers[peer_id] = peer
+        out_video = SwappedVideoTrack()
+        stages = build_stages(self.cfg, engine, identity, track_id_base=peer_id * 1_000_000)
+
+        def latency_ms() -> float:
+            samples = list(peer.pipeline.stats.latency_ms)[-30:] if peer.pipeline else []
+            return statistics.median(samples) if samples else 0.0
+
+        @pc.on("track")
+        def on_track(track: Any) -> None:
+            if track.kind == "video" and peer.pipeline is None:
+                pc.addTrack(out_video)  # answers on the browser's own video transceiver
+                peer.source = TrackSource(track)
+                peer.pipeline = Pipeline(
+                    peer.source, stages, [TrackSink(out_video)], lossless=False
+                )
+                peer.task = asyncio.create_task(peer.pipeline.run(), name=f"peer-{peer_id}")
+            elif track.kind == "audio":
+                pc.addTrack(DelayedAudioTrack(track, latency_ms))
+
+        @pc.on("datachannel")
+        def on_datachannel(channel: Any) -> None:
+            async def report() -> None:
+                while channel.readyState != "closed" and peer.id in self.peers:
+                    if channel.readyState == "open" and peer.pipeline is not None:
+                        stats = peer.pipeline.stats
+                        fps, lat = stats.recent(1.0)
+                        channel.send(
+                            json.dumps(
+                                {
+                                    "fps": round(fps, 1),
+                                    "server_latency_ms": round(lat, 1),
+                                    "dropped": stats.frames_dropped,
+                                    "no_face": stats.frames_no_face,
+                                    "frames": stats.frames_out,
+                                }
+                            )
+                        )
+                    await asyncio.sleep(1.0)
+
+            peer.reporter = asyncio.create_task(report(), name=f"peer-{peer_id}-stats")
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            log.info("Peer(%d): %s", peer_id, pc.connectionState)
+            if pc.connectionState in ("failed", "closed"):
+                await self.close_peer(peer_id)
+
+        try:
+            try:
+                await pc.setRemoteDescription(offer)
+            except Exception as exc:  # aiortc raises all sorts (ValueError, AssertionError...)
+                raise _HttpError(400, f"malformed SDP: {exc!r}"[:300]) from None
+            if peer.pipeline is None:
+                raise _HttpError(400, "the offer has no video track")
+            await pc.setLocalDescription(await pc.createAnswer())
+        except BaseException:
+            await self.close_peer(peer_id)
+            raise
+        return pc.localDescription
+
+    async def close_peer(self, peer_id: int) -> None:
+        peer = self.peers.pop(peer_id, None)
+        if peer is None:
+            return
+        if peer.reporter is not None:
+            peer.reporter.cancel()
+        if peer.pipeline is not None:
+            peer.pipeline.stop()
+        if peer.task is not None:
+            try:
+                await asyncio.wait_for(peer.task, timeout=5)
+            except (TimeoutError, asyncio.CancelledError, LivswapError, Exception):
+                log.debug("Peer(%d): pipeline ended with an error", peer_id, exc_info=True)
+        await peer.pc.close()
+
+    async def close_idle(self) -> None:
+        """Close peers whose camera sent nothing for ``idle_timeout_s`` (a vanished browser)."""
+        now = time.monotonic()
+        timeout = self.cfg.serve.idle_timeout_s
+        for peer_id, peer in list(self.peers.items()):
+            last = peer.source.last_received if peer.source else peer.created
+            if now - last > timeout:
+                log.info("Peer(%d): idle for %.0f s, closing", peer_id, now - last)
+                await self.close_peer(peer_id)
+
+    async def start(self, app: web.Application) -> None:
+        async def janitor() -> None:
+            while True:
+                await asyncio.sleep(min(5.0, self.cfg.serve.idle_timeout_s / 2))
+                await self.close_idle()
+
+        self._janitor = asyncio.create_task(janitor(), name="idle-peers")
+
+    async def shutdown(self, app: web.Application) -> None:
+        if self._janitor is not None:
+            self._janitor.cancel()
+        await asyncio.gather(*(self.close_peer(p) for p in list(self.peers)))
+
+
+class _HttpError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def create_app(server: Server) -> web.Application:
+    """The aiohttp application for ``server`` (also used directly by tests)."""
+    max_body = int(server.cfg.serve.max_upload_mb * 2**20) + 64 * 1024
+
+    @web.middleware
+    async def guard(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if server.token:
+            given = request.headers.get("Authorization", "")
+            query = request.query.get("token", "")
+            ok = secrets.compare_digest(given, f"Bearer {server.token}") or (
+                request.path == "/" and secrets.compare_digest(query, server.token)
+            )
+            if not ok:
+                return _error(401, "missing or wrong token: send 'Authorization: Bearer TOKEN'")
+        try:
+            return await handler(request)
+        except _HttpError as exc:
+            return _error(exc.status, str(exc))
+        except EngineError as exc:
+            return _error(422, str(exc))
+        except web.HTTPRequestEntityTooLarge:
+            return _error(
+                413, f"upload too large; the limit is {server.cfg.serve.max_upload_mb:g} MB"
+            )
+
+    async def index(request: web.Request) -> web.Response:
+        page = resources.files("livswap.webrtc").joinpath("static/index.html").read_text("utf-8")
+        return web.Response(text=page, content_type="text/html")
+
+    async def script(request: web.Request) -> web.Response:
+        js = resources.files("livswap.webrtc").joinpath("static/app.js").read_text("utf-8")
+        return web.Response(text=js, content_type="application/javascript")
+
+    async def health(request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "status": "ok",
+                "peers": len(server.peers),
+                "max_peers": server.cfg.serve.max_peers,
+                "engines": list(ENGINES),
+                "default_engine": server.cfg.engine.name,
+            }
+        )
+
+    async def upload(request: web.Request) -> web.Response:
+        if not request.content_type.startswith("multipart/"):
+            raise _HttpError(415, "send the photo as multipart/form-data in field 'file'")
+        reader = await request.multipart()
+        data: bytes | None = None
+        while True:
+            part = await reader.next()
+            if part is None:
+                break
+            if getattr(part, "name", None) == "file":
+                data = await part.read(decode=False)  # type: ignore[union-attr]
+                break
+        if not data:
+            raise _HttpError(400, "no photo: put the image in form field 'file'")
+        loop = asyncio.get_running_loop()
+        source_id = await loop.run_in_executor(None, server.add_source, data)
+        return web.json_response({"id": source_id})
+
+    async def offer(request: web.Request) -> web.Response:
+        if request.content_type != "application/json":
+            raise _HttpError(415, "send the offer as application/json")
+        try:
+            params = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise _HttpError(400, "the body is not valid JSON") from None
+        if not isinstance(params, dict):
+            raise _HttpError(400, "expected a JSON object with 'sdp' and 'type'")
+        sdp, kind = params.get("sdp"), params.get("type")
+        if not isinstance(sdp, str) or kind != "offer":
+            raise _HttpError(400, "expected 'sdp' (a string) and 'type': 'offer'")
+        engine_name = params.get("engine") or server.cfg.engine.name
+        source_id = params.get("source")
+        if not isinstance(engine_name, str) or (
+            source_id is not None and not isinstance(source_id, str)
+        ):
+            raise _HttpError(400, "'engine' and 'source' must be strings")
+        try:
+            answer = await server.answer(
+                RTCSessionDescription(sdp=sdp, type=kind), source_id, engine_name
+            )
+        except (ValueError, AttributeError, TypeError, IndexError) as exc:
+            raise _HttpError(400, f"malformed SDP: {exc}") from None
+        return web.json_response({"sdp": answer.sdp, "type": answer.type})
+
+    app = web.Application(middlewares=[guard], client_max_size=max_body)
+    app.router.add_get("/", index)
+    app.router.add_get("/app.js", script)
+    app.router.add_get("/health", health)
+    app.router.add_post("/sources", upload)
+    app.router.add_post("/offer", offer)
+    app.on_startup.append(server.start)
+    app.on_shutdown.append(server.shutdown)
+    return app
+
+
+def ssl_context(cfg: Config) -> ssl.SSLContext | None:
+    if not cfg.serve.cert and not cfg.serve.key:
+        return None
+    if not (cfg.serve.cert and cfg.serve.key):
+        raise ConfigError("serve: give both cert and key for TLS")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        ctx.load_cert_chain(cfg.serve.cert, cfg.serve.key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"serve: cannot load TLS cert/key: {exc}") from None
+    return ctx
+
+
+def check_exposure(cfg: Config) -> str:
+    """The token to require; exposing the server beyond loopback needs a token and TLS."""
+    if cfg.serve.host in LOOPBACK_HOSTS:
+        return cfg.serve.token
+    if not (cfg.serve.cert and cfg.serve.key):
+        raise ConfigError(
+            f"serve: listening on {cfg.serve.host!r} needs TLS (--cert and --key): "
+            "browsers only allow the camera on https or localhost"
+        )
+    return cfg.serve.token or secrets.token_urlsafe(18)
