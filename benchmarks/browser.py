@@ -3,11 +3,12 @@
     python benchmarks/browser.py --camera VIDEO_OR_PHOTO --source PHOTO [--engine mesh]
         [--seconds 20] --json OUT.json [--screenshot OUT.png]
 
-The camera clip (640x480, 30 fps) is Chromium's fake webcam. The page runs in bench mode: it
-stamps ``performance.now()`` into a corner of every outgoing frame and reads it back from the
-returned video when that frame is displayed, so the latency is measured capture-to-display in
-the browser itself (encode, network, server pipeline, decode, jitter buffer, render). Frames
-per second are the browser's decoded frames of the returned track.
+The camera clip (640x480, 30 fps) is Chromium's fake webcam, with each frame's index written
+into its top-left corner. In bench mode the page notes when each index is displayed in the local
+preview and when the same index is displayed in the returned video: that difference is the
+latency through encode, network, the server pipeline, decode, jitter buffer and render (it leaves
+out the camera-to-local-preview time, about one frame). Frames per second are the browser's
+decoded frames of the returned track.
 """
 
 from __future__ import annotations
@@ -34,13 +35,34 @@ def camera_frames(path: Path, count: int) -> list[np.ndarray]:
 
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.uint8)
         return moving_frames(rgb, count, (640, 480))
-    frames = []
+    frames: list[np.ndarray] = []
     with av.open(str(path)) as container:
         for frame in container.decode(video=0):
-            frames.append(frame.to_ndarray(width=640, height=480, format="rgb24"))
+            # A webcam's 640x480 is 4:3: crop the middle rather than squash a wider clip.
+            rgb: np.ndarray = frame.to_ndarray(format="rgb24")
+            h, w = rgb.shape[:2]
+            crop_w = min(w, h * 4 // 3)
+            x0 = (w - crop_w) // 2
+            rgb = np.ascontiguousarray(rgb[:, x0 : x0 + crop_w])
+            frames.append(cv2.resize(rgb, (640, 480), interpolation=cv2.INTER_AREA))
             if len(frames) >= count:
                 break
     return frames
+
+
+STAMP_BITS, STAMP_BLOCK = 10, 16  # must match app.js
+
+
+def stamp_indices(frames: list[np.ndarray]) -> list[np.ndarray]:
+    """Write each frame's index into its top-left corner as black/white blocks (see app.js)."""
+    stamped = []
+    for index, frame in enumerate(frames):
+        frame = frame.copy()
+        for bit in range(STAMP_BITS):
+            value = 255 if (index >> bit) & 1 else 0
+            frame[:STAMP_BLOCK, bit * STAMP_BLOCK : (bit + 1) * STAMP_BLOCK] = value
+        stamped.append(frame)
+    return stamped
 
 
 def main() -> None:
@@ -52,15 +74,21 @@ def main() -> None:
     )
     p.add_argument("--source", type=Path, required=True, help="source photo uploaded by the page")
     p.add_argument("--engine", default="mesh")
+    p.add_argument("--config", type=Path, help="config.toml for `livswap serve`")
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--warmup", type=float, default=3.0)
     p.add_argument("--json", type=Path, required=True)
     p.add_argument("--screenshot", type=Path)
+    p.add_argument(
+        "--no-stamp",
+        action="store_true",
+        help="plain page (no timestamp stamping): fps only, latency estimated",
+    )
     args = p.parse_args()
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory() as tmp:
-        camera = write_y4m(Path(tmp) / "camera.y4m", camera_frames(args.camera, 150))
+        camera = write_y4m(Path(tmp) / "camera.y4m", stamp_indices(camera_frames(args.camera, 150)))
         port = free_port()
         with (
             livswap_server(port),
@@ -69,7 +97,7 @@ def main() -> None:
         ):
             browser = pw.chromium.connect_over_cdp(ws)
             page = browser.contexts[0].new_page()
-            page.goto(f"http://localhost:{port}/?bench=1")
+            page.goto(f"http://localhost:{port}/" + ("" if args.no_stamp else "?bench=1"))
             page.wait_for_function("document.querySelectorAll('#engine option').length > 0")
             page.select_option("#engine", args.engine)
             page.set_input_files("#photo", str(args.source))

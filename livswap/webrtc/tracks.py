@@ -52,6 +52,7 @@ class TrackSource:
             description="browser camera",
         )
         self._seq = 0
+        self.skipped = 0
         self.last_received = time.monotonic()
 
     async def recv(self) -> Frame:
@@ -59,6 +60,16 @@ class TrackSource:
             frame = await self.track.recv()
         except MediaStreamError:
             raise StreamEnded("browser track ended") from None
+        # aiortc queues decoded frames without bound; when the loop falls behind, take the newest
+        # and count the rest as dropped (latest frame wins here too, as between stages).
+        queue = getattr(self.track, "_queue", None)
+        while queue is not None and queue.qsize() > 0:
+            newer = queue.get_nowait()
+            if newer is None:  # end of stream marker: deliver what we have, end next time
+                queue.put_nowait(None)
+                break
+            frame = newer
+            self.skipped += 1
         self.last_received = time.monotonic()
         assert isinstance(frame, av.VideoFrame)
         image = frame.to_ndarray(format="rgb24").astype(np.uint8, copy=False)

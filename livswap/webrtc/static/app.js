@@ -57,51 +57,46 @@ let pc = null;
 let localStream = null;
 let statsTimer = null;
 
-// --- bench mode: stamp performance.now() into outgoing frames, read it back on return -------
-const STAMP_BITS = 20, STAMP_BLOCK = 16;
+// --- bench mode: the camera clip carries its frame index as black/white blocks in the top-left
+// corner (rendered into the clip by benchmarks/browser.py). The page notes when each index is
+// shown in the local preview and when it comes back swapped: the difference is the latency from
+// local display to returned display, with nothing added to the media path.
+const STAMP_BITS = 10, STAMP_BLOCK = 16;
 
-function stampedStream(cameraStream) {
-  const video = document.createElement("video");
-  video.srcObject = cameraStream;
-  video.muted = true;
-  video.play();
-  const canvas = document.createElement("canvas");
-  canvas.width = 640; canvas.height = 480;
-  const ctx = canvas.getContext("2d", { willReadFrequently: false });
-  const draw = () => {
-    ctx.drawImage(video, 0, 0, canvas.width, canvas.height);
-    const t = Math.floor(performance.now()) % (1 << STAMP_BITS);
-    for (let i = 0; i < STAMP_BITS; i++) {
-      ctx.fillStyle = (t >> i) & 1 ? "#fff" : "#000";
-      ctx.fillRect(i * STAMP_BLOCK, 0, STAMP_BLOCK, STAMP_BLOCK);
-    }
-    video.requestVideoFrameCallback(draw);
-  };
-  video.requestVideoFrameCallback(draw);
-  return canvas.captureStream(30);
+function readStamp(video, ctx) {
+  const sx = video.videoWidth / 640;
+  const w = STAMP_BITS * STAMP_BLOCK;
+  ctx.drawImage(video, 0, 0, w * sx, STAMP_BLOCK * sx, 0, 0, w, STAMP_BLOCK);
+  const pixels = ctx.getImageData(0, 0, w, STAMP_BLOCK).data;
+  let index = 0;
+  for (let i = 0; i < STAMP_BITS; i++) {
+    const p = ((STAMP_BLOCK >> 1) * w + i * STAMP_BLOCK + (STAMP_BLOCK >> 1)) * 4;
+    if (pixels[p] > 128) index |= 1 << i;
+  }
+  return index;
 }
 
-function watchStamps(remote) {
-  const canvas = document.createElement("canvas");
-  canvas.width = STAMP_BITS * STAMP_BLOCK; canvas.height = STAMP_BLOCK;
-  const ctx = canvas.getContext("2d", { willReadFrequently: true });
-  const read = () => {
-    if (remote.videoWidth) {
-      const sx = remote.videoWidth / 640;
-      ctx.drawImage(remote, 0, 0, canvas.width * sx, canvas.height * sx, 0, 0, canvas.width, canvas.height);
-      const pixels = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
-      let t = 0;
-      for (let i = 0; i < STAMP_BITS; i++) {
-        const x = i * STAMP_BLOCK + STAMP_BLOCK / 2, y = STAMP_BLOCK / 2;
-        if (pixels[(y * canvas.width + x) * 4] > 128) t |= 1 << i;
-      }
-      const now = Math.floor(performance.now()) % (1 << STAMP_BITS);
-      const latency = (now - t + (1 << STAMP_BITS)) % (1 << STAMP_BITS);
-      if (latency < 5000) window.livswap.measuredLatencyMs.push(latency);
-    }
-    remote.requestVideoFrameCallback(read);
+function watchStamps(local, remote) {
+  const shownLocally = new Map();
+  const make = () => {
+    const c = document.createElement("canvas");
+    c.width = STAMP_BITS * STAMP_BLOCK; c.height = STAMP_BLOCK;
+    return c.getContext("2d", { willReadFrequently: true });
   };
-  remote.requestVideoFrameCallback(read);
+  const localCtx = make(), remoteCtx = make();
+  const onLocal = (now) => {
+    if (local.videoWidth) shownLocally.set(readStamp(local, localCtx), now);
+    local.requestVideoFrameCallback(onLocal);
+  };
+  const onRemote = (now) => {
+    if (remote.videoWidth) {
+      const t = shownLocally.get(readStamp(remote, remoteCtx));
+      if (t !== undefined && now - t >= 0 && now - t < 3000) window.livswap.measuredLatencyMs.push(now - t);
+    }
+    remote.requestVideoFrameCallback(onRemote);
+  };
+  local.requestVideoFrameCallback(onLocal);
+  remote.requestVideoFrameCallback(onRemote);
 }
 
 async function start() {
@@ -116,7 +111,7 @@ async function start() {
     return;
   }
   $("local").srcObject = localStream;
-  const videoTrack = benchMode ? stampedStream(localStream).getVideoTracks()[0] : localStream.getVideoTracks()[0];
+  const videoTrack = localStream.getVideoTracks()[0];
   pc = new RTCPeerConnection({ iceServers: [] });
   pc.addTrack(videoTrack, localStream);
   for (const track of localStream.getAudioTracks()) pc.addTrack(track, localStream);
@@ -129,7 +124,7 @@ async function start() {
   pc.ontrack = (event) => {
     if (event.track.kind === "video") {
       $("remote").srcObject = new MediaStream([event.track]);
-      if (benchMode) watchStamps($("remote"));
+      if (benchMode) watchStamps($("local"), $("remote"));
     }
   };
   pc.onconnectionstatechange = () => {
@@ -176,7 +171,7 @@ async function updateStats() {
   // Estimate: processing + network both ways + the receiver's jitter buffer (+ ~1 frame capture).
   window.livswap.latencyMs = server === null ? null : server + rtt + jitterMs + 33;
   const measured = window.livswap.measuredLatencyMs.slice(-30).sort((a, b) => a - b);
-  const shown = measured.length ? `${measured[measured.length >> 1]} ms measured`
+  const shown = measured.length ? `${measured[measured.length >> 1].toFixed(0)} ms measured`
                                 : (window.livswap.latencyMs === null ? "…" : `~${window.livswap.latencyMs.toFixed(0)} ms`);
   $("stats").textContent = `${window.livswap.fps.toFixed(1)} fps · latency ${shown} ` +
     `(server ${server === null ? "…" : server.toFixed(0)} ms, rtt ${rtt.toFixed(0)} ms, jitter buffer ${jitterMs.toFixed(0)} ms)` +
