@@ -33,13 +33,13 @@ def camera_frames(path: Path, count: int) -> list[np.ndarray]:
             raise SystemExit(f"camera {path}: not an image")
         from tests.media import moving_frames
 
-        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.uint8)
-        return moving_frames(rgb, count, (640, 480))
+        photo = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.uint8)
+        return moving_frames(photo, count, (640, 480))
     frames: list[np.ndarray] = []
     with av.open(str(path)) as container:
         for frame in container.decode(video=0):
             # A webcam's 640x480 is 4:3: crop the middle rather than squash a wider clip.
-            rgb: np.ndarray = frame.to_ndarray(format="rgb24")
+            rgb = frame.to_ndarray(format="rgb24")
             h, w = rgb.shape[:2]
             crop_w = min(w, h * 4 // 3)
             x0 = (w - crop_w) // 2
