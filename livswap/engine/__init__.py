@@ -42,7 +42,7 @@ ENGINES: dict[str, EngineSpec] = {
         ),
         EngineSpec(
             "mesh",
-            "built-in landmark-driven swap; CPU, no download (default)",
+            "built-in landmark-driven swap; CPU, no download",
             _mesh,
             needs_source=True,
         ),
