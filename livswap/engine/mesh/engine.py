@@ -225,7 +225,13 @@ class MeshEngine:
         first = prepared[0].face.landmarks
         reference = _apply(canonical_transform(first, 1), first)
         self._topology = _build_topology(idx, reference)
-        for sf in prepared:
+        for label, sf in zip(labels, prepared, strict=True):
+            if sf.glasses:
+                log.warning(
+                    "MeshEngine: %s seems to show glasses; the eye area is taken from the "
+                    "target instead. A photo without glasses swaps better",
+                    label,
+                )
             if abs(sf.face.pose.yaw) > 25:
                 log.warning(
                     "MeshEngine: source photo is turned %.0f degrees; a frontal photo swaps better",
@@ -328,7 +334,9 @@ class MeshEngine:
         low_tgt = masked_lowpass(
             tgt_half.astype(np.float32), region * (1 - occlusion), sigma, downscale=2
         )
-        gain = np.clip((low_tgt + 1.0) / (low_src + 1.0), 0.3, 3.5)
+        # Bounded: beyond about 2x the source has too little light there to recover (a deep
+        # shadow, a coloured lamp), and amplifying it shows as a blown patch.
+        gain = np.clip((low_tgt + 1.0) / (low_src + 1.0), 0.4, 2.5)
         if state.gain is not None and state.gain.shape == gain.shape and smoothing > 0:
             gain = smoothing * state.gain + (1 - smoothing) * gain
         state.gain = gain

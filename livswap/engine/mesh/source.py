@@ -82,8 +82,9 @@ def _skin_model(ycc: FloatArray, lm: FloatArray, ipd: float) -> tuple[FloatArray
 def glasses_score(image: Image, face: Face) -> float:
     """How strongly the nose bridge shows horizontal edges, relative to the cheeks.
 
-    Bare skin over the nose bridge is smooth; a spectacle bridge (even a translucent one) puts
-    strong horizontal edges there. Scores above about 2 mean glasses.
+    Bare skin over the nose bridge is smooth; a spectacle bridge puts
+    strong horizontal edges there. Scores above about 2.3 mean glasses (deep frown lines alone
+    reach about 2; faint translucent rims stay below and are not caught).
     """
     lm = face.landmarks[:, :2]
     ipd = max(face.ipd, 8.0)
@@ -100,7 +101,7 @@ def glasses_score(image: Image, face: Face) -> float:
     return bridge / (cheeks + 2.0)
 
 
-GLASSES_THRESHOLD = 2.0
+GLASSES_THRESHOLD = 2.3
 
 
 def glasses_region(image: Image, face: Face) -> npt.NDArray[Any] | None:
@@ -142,8 +143,12 @@ def skin_mask(image: Image, face: Face) -> FloatArray:
     mean, spread = _skin_model(ycc, lm, ipd)
     chroma = np.abs(ycc[..., 1:] - mean[1:]) / spread[1:]
     chroma_far = chroma.max(axis=2) > 3.0
-    # Beards, stubble and moustaches are darker than the cheeks at the same chroma.
+    # Beards, stubble and moustaches are darker than the cheeks at the same chroma; below the
+    # nose (where they grow, and where skin is rarely in deep shadow) the test is stricter.
     too_dark = ycc[..., 0] < mean[0] - 3.0 * spread[0] - 12
+    below_nose = np.zeros((h, w), bool)
+    below_nose[int(max(lm[2, 1], 0)) :, :] = True
+    too_dark |= below_nose & (ycc[..., 0] < mean[0] - 2.4 * spread[0] - 10)
     non_skin = (chroma_far | too_dark).astype(np.uint8) * 255
     # The eyes, lips and brows belong to the face whatever their colour; protect them tightly so
     # that a moustache right above the lips is still left out.
