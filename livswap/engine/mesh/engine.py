@@ -334,9 +334,14 @@ class MeshEngine:
         low_tgt = masked_lowpass(
             tgt_half.astype(np.float32), region * (1 - occlusion), sigma, downscale=2
         )
-        # Bounded: beyond about 2x the source has too little light there to recover (a deep
-        # shadow, a coloured lamp), and amplifying it shows as a blown patch.
-        gain = np.clip((low_tgt + 1.0) / (low_src + 1.0), 0.4, 2.5)
+        raw_gain = (low_tgt + 1.0) / (low_src + 1.0)
+        # Bounded: beyond about 2.5x the source has too little light there to recover (a deep
+        # shadow, a coloured lamp), and amplifying it shows as a blown patch. Where the needed
+        # brightness change is that extreme, the swap fades to the target instead.
+        brightness = raw_gain.mean(axis=2)
+        usable = np.clip(np.minimum((3.2 - brightness) / 1.2, (brightness - 0.3) / 0.25), 0, 1)
+        alpha *= cv2.GaussianBlur(usable.astype(np.float32), (0, 0), 2.0 * unit)
+        gain = np.clip(raw_gain, 0.4, 2.5)
         if state.gain is not None and state.gain.shape == gain.shape and smoothing > 0:
             gain = smoothing * state.gain + (1 - smoothing) * gain
         state.gain = gain
