@@ -359,7 +359,60 @@ def _main_serve(argv: Sequence[str]) -> int:
     return 0
 
 
+def _main_models(argv: Sequence[str]) -> int:
+    from livswap.models import REGISTRY, ModelStore, model_dir
+
+    p = argparse.ArgumentParser(
+        prog="livswap models", description="List, fetch, import and verify model files."
+    )
+    p.add_argument("--config", "-c", metavar="FILE")
+    sub = p.add_subparsers(dest="action", required=True)
+    sub.add_parser("list", help="the known models, whether installed, size and licence")
+    fetch = sub.add_parser("fetch", help="download a model (resumes; checks it before use)")
+    fetch.add_argument("name", choices=list(REGISTRY))
+    imp = sub.add_parser("import", help="take a model file you already have")
+    imp.add_argument("name", choices=list(REGISTRY))
+    imp.add_argument("path", type=Path)
+    ver = sub.add_parser("verify", help="re-hash installed models against what was recorded")
+    ver.add_argument("name", nargs="?", choices=list(REGISTRY))
+    args = p.parse_args(argv)
+    cfg = load_config(args.config)
+    _configure_logging(cfg.pipeline.log_level)
+    store = ModelStore(model_dir(cfg.models.dir))
+    if args.action == "list":
+        print(f"model folder: {store.folder}")
+        for name, spec in REGISTRY.items():
+            st = store.status(name)
+            state = (
+                "installed"
+                if st.present and not st.problem
+                else (f"DAMAGED: {st.problem}" if st.present else "not installed")
+            )
+            print(f"  {name:16} {spec.input_size:4d}px ~{spec.size_mb:.0f} MB  {state}")
+            print(f"  {'':16} licence: {spec.licence}")
+        return 0
+    if args.action == "fetch":
+        path = store.fetch(args.name)
+        print(f"livswap: {args.name} installed at {path}", file=sys.stderr)
+        return 0
+    if args.action == "import":
+        path = store.import_file(args.name, args.path)
+        print(f"livswap: {args.name} imported to {path}", file=sys.stderr)
+        return 0
+    bad = 0
+    for st in store.verify([args.name] if args.name else None):
+        if not st.present:
+            if args.name:
+                print(f"  {st.spec.name}: not installed")
+                bad += 1
+            continue
+        print(f"  {st.spec.name}: {'ok' if st.problem is None else st.problem}")
+        bad += st.problem is not None
+    return 1 if bad else 0
+
+
 SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "models": _main_models,
     "doctor": _main_doctor,
     "serve": _main_serve,
 }

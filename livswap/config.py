@@ -25,6 +25,7 @@ __all__ = [
     "ComposeConfig",
     "Config",
     "EngineConfig",
+    "ModelsConfig",
     "OutputConfig",
     "PipelineConfig",
     "ServeConfig",
@@ -117,6 +118,11 @@ class ServeConfig:
 
 
 @dataclass(frozen=True)
+class ModelsConfig:
+    dir: str
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     status_interval_s: Annotated[float, Range(0.1, 60)]
     log_level: LogLevel
@@ -130,6 +136,7 @@ class Config:
     compose: ComposeConfig
     output: OutputConfig
     serve: ServeConfig
+    models: ModelsConfig
     pipeline: PipelineConfig
 
     def replace(self, overrides: Mapping[str, Any]) -> Config:

@@ -105,5 +105,21 @@ def run_doctor(cfg: Config, out: TextIO) -> int:
         default = " (default)" if spec.name == cfg.engine.name else ""
         line(True, spec.name + default, spec.summary)
     out.write("\nmodel files\n")
-    line(True, "models", "the built-in engines need no model files")
+    from livswap.models import REGISTRY, ModelStore, model_dir
+
+    store = ModelStore(model_dir(cfg.models.dir))
+    line(True, "folder", str(store.folder))
+    for name in REGISTRY:
+        st = store.status(name)
+        if st.present and st.problem is None:
+            line(True, name, "installed")
+        elif st.present:
+            line(False, name, f"{st.problem}; fix: livswap models fetch {name}")
+        else:
+            line(
+                False,
+                name,
+                f"not installed (optional; the built-in 'mesh' engine needs none); "
+                f"get it with: livswap models fetch {name}",
+            )
     return 0

@@ -12,6 +12,7 @@ __all__ = [
     "EngineError",
     "InputError",
     "LivswapError",
+    "ModelError",
     "OutputError",
     "StreamEnded",
     "VirtualCameraError",
@@ -44,6 +45,10 @@ class VirtualCameraError(OutputError):
 
 class EngineError(LivswapError):
     """A swap engine is unknown, unavailable, or cannot use the given source."""
+
+
+class ModelError(LivswapError):
+    """A model file is unknown, missing, truncated, tampered with, or not in the expected format."""
 
 
 class StreamEnded(Exception):

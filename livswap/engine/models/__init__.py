@@ -1,0 +1,1 @@
+"""Neural networks as plain ``nn.Module``s, configured through their constructors."""
