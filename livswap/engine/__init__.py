@@ -25,6 +25,12 @@ def _passthrough(cfg: Config) -> Engine:
     return PassthroughEngine()
 
 
+def _simswap_224(cfg: Config) -> Engine:
+    from livswap.engine.simswap import SimSwapEngine
+
+    return SimSwapEngine(cfg)
+
+
 def _mesh(cfg: Config) -> Engine:
     from livswap.engine.mesh.engine import MeshEngine
 
@@ -44,6 +50,12 @@ ENGINES: dict[str, EngineSpec] = {
             "mesh",
             "built-in landmark-driven swap; CPU, no download",
             _mesh,
+            needs_source=True,
+        ),
+        EngineSpec(
+            "simswap-224",
+            "SimSwap 224 on your imported weights (non-commercial licence)",
+            _simswap_224,
             needs_source=True,
         ),
     )

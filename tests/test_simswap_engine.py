@@ -1,0 +1,109 @@
+"""The simswap-224 engine end to end on imported weights in the official formats."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from livswap.engine.models.arcface import ArcFace, convert_pickled_arcface
+from livswap.engine.simswap import align_224
+from livswap.models import ModelStore
+from livswap.track import detect_faces
+from tests.checkpoints import write_release_arcface, write_simswap_224
+from tests.media import moving_frames, probe, write_video
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("weights")
+    store = ModelStore(tmp / "models")
+    store.import_file("simswap-224", write_simswap_224(tmp / "latest_net_G.pth"))
+    store.import_file("arcface-simswap", write_release_arcface(tmp / "arcface_checkpoint.tar"))
+    return store.folder
+
+
+def test_release_arcface_converts_without_running_its_code(tmp_path: Path) -> None:
+    path = write_release_arcface(tmp_path / "arcface_checkpoint.tar", seed=3)
+    state = convert_pickled_arcface(path)
+    assert len(state) == 796
+    torch.manual_seed(3)
+    reference = ArcFace().eval()  # the same seed builds the same weights
+    model = ArcFace().eval()
+    model.load_state_dict(state)
+    x = torch.randn(1, 3, 112, 112)
+    with torch.no_grad():
+        assert torch.equal(model(x), reference(x))
+
+
+def test_alignment_maps_keypoints_onto_a_template(hopper_image: np.ndarray) -> None:
+    face = detect_faces(hopper_image)[0]
+    m = align_224(face.keypoints)
+    mapped = face.keypoints.astype(float) @ m[:, :2].T + m[:, 2]
+    left_eye, right_eye = mapped[0], mapped[1]
+    assert 60 < left_eye[0] < 110 and 114 < right_eye[0] < 160  # eyes where the templates put them
+    assert abs(left_eye[1] - right_eye[1]) < 6
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "livswap", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_engine_runs_end_to_end_on_imported_weights(
+    model_folder: Path, astronaut_jpg: Path, hopper_image: np.ndarray, tmp_path: Path
+) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[models]\ndir = "{model_folder}"\n')
+    clip = write_video(tmp_path / "c.mp4", moving_frames(hopper_image, 4, (320, 384)))
+    out = tmp_path / "swap.mp4"
+    result = _cli(
+        "--config",
+        str(cfg),
+        "--engine",
+        "simswap-224",
+        "--source",
+        str(astronaut_jpg),
+        "--input",
+        str(clip),
+        "--output",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr
+    got, original = probe(out), probe(clip)
+    assert got["count"] == 4 and got["audio"] == ["aac"]
+    frames, before = got["frames"], original["frames"]
+    assert isinstance(frames, list) and isinstance(before, list)
+    # Random weights make a nonsense face, but it is pasted where the face is, and only there.
+    diff = np.abs(frames[2].astype(int) - before[2].astype(int)).sum(axis=2)
+    face = detect_faces(before[2])[0]
+    x0, y0, x1, y1 = (int(v) for v in face.box)
+    inside, outside = diff[y0:y1, x0:x1].mean(), diff[:, : max(x0 - 40, 1)].mean()
+    assert inside > 30 and inside > 3 * outside, (inside, outside)  # outside: re-encoding noise
+    # The identity is cached: a second run finds it on disk.
+    assert list((model_folder / "cache").glob("id-*.npy"))
+
+
+def test_engine_without_weights_says_how_to_get_them(astronaut_jpg: Path, tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[models]\ndir = "{tmp_path / "empty"}"\n')
+    result = _cli(
+        "--config",
+        str(cfg),
+        "--engine",
+        "simswap-224",
+        "--source",
+        str(astronaut_jpg),
+        "--input",
+        str(astronaut_jpg),
+        "--output",
+        str(tmp_path / "o.png"),
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "livswap models fetch simswap-224" in result.stderr
+    assert "livswap models import simswap-224 PATH" in result.stderr
