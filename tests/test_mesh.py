@@ -197,7 +197,9 @@ def test_each_face_can_have_its_own_source(
     canvas = np.full((512, 1024, 3), 128, np.uint8)
     canvas[:, :512] = astronaut_image
     canvas[:, 512:] = hopper_image[44:556]
-    cfg = mesh_config(**{"track.select": "all", "engine.assign": "by_position"})
+    cfg = mesh_config(
+        **{"track.select": "all", "track.max_faces": 4, "engine.assign": "by_position"}
+    )
     engine = create_engine(cfg)
     identity = engine.prepare([hopper_image, astronaut_image])
     frame = Frame(image=canvas, seq=0, captured_ns=0, pts=0.0)

@@ -48,7 +48,7 @@ def test_selection_policies(astronaut_image: np.ndarray, hopper_image: np.ndarra
     canvas[44:556, :512] = astronaut_image
     canvas[:, 512:] = hopper_image
     for select, expected in (("all", 2), ("largest", 1)):
-        cfg = load_config(None, {"track.select": select})
+        cfg = load_config(None, {"track.select": select, "track.max_faces": 4})
         tracker = FaceTracker(cfg.track, static=True)
         frame = Frame(image=canvas, seq=0, captured_ns=0, pts=0.0)
         tracker.track(frame)
