@@ -45,3 +45,71 @@ def write_release_arcface(path: Path, seed: int = 0) -> Path:
             else:
                 sys.modules[name] = module
     return path
+
+
+def write_inswapper_onnx(path: Path, seed: int = 0) -> Path:
+    """inswapper_128's I/O contract: inputs ``target`` (1,3,128,128) in [0,1] and ``source``
+    (1,512); one output (1,3,128,128) in [0,1]; the 512x512 ``emap`` as the last initializer.
+    The body is a small stand-in network (a 1x1 conv modulated by the latent)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    inits = [
+        numpy_helper.from_array(rng.normal(0, 0.5, (3, 3, 1, 1)).astype(np.float32), "conv_w"),
+        numpy_helper.from_array(rng.normal(0, 0.05, (512, 3)).astype(np.float32), "style_w"),
+        numpy_helper.from_array(np.array([1, 3, 1, 1], np.int64), "style_shape"),
+        numpy_helper.from_array(rng.normal(0, 1 / 22.6, (512, 512)).astype(np.float32), "emap"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["target", "conv_w"], ["conv"]),
+        helper.make_node("MatMul", ["source", "style_w"], ["style"]),
+        helper.make_node("Reshape", ["style", "style_shape"], ["style4"]),
+        helper.make_node("Add", ["conv", "style4"], ["mixed"]),
+        helper.make_node("Sigmoid", ["mixed"], ["output"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "inswapper_128_contract",
+        [
+            helper.make_tensor_value_info("target", TensorProto.FLOAT, [1, 3, 128, 128]),
+            helper.make_tensor_value_info("source", TensorProto.FLOAT, [1, 512]),
+        ],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 3, 128, 128])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def write_w600k_onnx(path: Path, seed: int = 0) -> Path:
+    """w600k_r50's I/O: a (1,3,112,112) face, (x-127.5)/127.5, to a raw 512-d embedding."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array(rng.normal(0, 1, (3 * 8 * 8, 512)).astype(np.float32), "fc")]
+    nodes = [
+        helper.make_node(
+            "AveragePool", ["input.1"], ["pooled"], kernel_shape=[14, 14], strides=[14, 14]
+        ),
+        helper.make_node("Flatten", ["pooled"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "fc"], ["683"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "w600k_r50_contract",
+        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, 112, 112])],
+        [helper.make_tensor_value_info("683", TensorProto.FLOAT, [1, 512])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path

@@ -31,6 +31,12 @@ def _simswap_224(cfg: Config) -> Engine:
     return SimSwapEngine(cfg)
 
 
+def _inswapper_128(cfg: Config) -> Engine:
+    from livswap.engine.inswapper import InswapperEngine
+
+    return InswapperEngine(cfg)
+
+
 def _mesh(cfg: Config) -> Engine:
     from livswap.engine.mesh.engine import MeshEngine
 
@@ -56,6 +62,12 @@ ENGINES: dict[str, EngineSpec] = {
             "simswap-224",
             "SimSwap 224 on your imported weights (non-commercial licence)",
             _simswap_224,
+            needs_source=True,
+        ),
+        EngineSpec(
+            "inswapper-128",
+            "InsightFace inswapper_128 via ONNX Runtime on your files (non-commercial licence)",
+            _inswapper_128,
             needs_source=True,
         ),
     )

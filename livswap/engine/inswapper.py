@@ -1,0 +1,163 @@
+"""The ``inswapper-128`` engine: InsightFace's inswapper_128 through ONNX Runtime, with the
+w600k_r50 ArcFace for the source identity, on the user's own model files.
+
+Alignment and the latent follow InsightFace's own inference (arcface template, ``n @ emap``);
+paste-back goes through the shared :class:`FacePatch` / compose path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from livswap.compose import FacePatch, feather
+from livswap.config import Config
+from livswap.engine.base import Identity
+from livswap.engine.simswap import _similarity
+from livswap.errors import EngineError, ModelError
+from livswap.frame import Frame, Image
+from livswap.models import ModelStore, model_dir
+from livswap.models.download import sha256_of
+from livswap.track import detect_faces
+
+__all__ = ["InswapperEngine", "arcface_transform"]
+
+# InsightFace's arcface_dst (112 px): left eye, right eye, nose, left and right mouth corner.
+ARCFACE_112 = np.array(
+    [
+        [38.2946, 51.6963],
+        [73.5318, 51.5014],
+        [56.0252, 71.7366],
+        [41.5493, 92.3655],
+        [70.7299, 92.2041],
+    ],
+    np.float64,
+)
+SWAP_SIZE = 128
+
+
+def arcface_transform(keypoints: npt.NDArray[np.float32], size: int) -> npt.NDArray[np.float64]:
+    """2x3 frame -> crop transform (``norm_crop2``): 112 uses the template, 128 shifts x by +8."""
+    template = ARCFACE_112 * (size / 112 if size % 112 == 0 else size / 128)
+    if size % 128 == 0:
+        template = template + np.array([8.0 * size / 128, 0.0])
+    return _similarity(keypoints.astype(np.float64), template)
+
+
+def _session(path: Path, label: str) -> Any:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise EngineError(
+            "engine 'inswapper-128' needs ONNX Runtime: pip install 'livswap[onnx]'"
+        ) from None
+    providers = [
+        p
+        for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+        if p in ort.get_available_providers()
+    ]
+    try:
+        return ort.InferenceSession(str(path), providers=providers)
+    except Exception as exc:
+        raise ModelError(f"{label}: {path.name} cannot be loaded by ONNX Runtime: {exc}") from None
+
+
+def _emap(path: Path) -> npt.NDArray[np.float32]:
+    """The projection matrix stored as the graph's last initializer (not a network input)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path), load_external_data=False)
+    emap = numpy_helper.to_array(model.graph.initializer[-1]).astype(np.float32)
+    if emap.shape != (512, 512):
+        raise ModelError(
+            f"model inswapper-128: the last initializer is {emap.shape}, expected the 512x512 emap"
+        )
+    return emap
+
+
+@dataclass(frozen=True)
+class _Latent:
+    vector: npt.NDArray[np.float32]  # (1, 512)
+
+
+class InswapperEngine:
+    name = "inswapper-128"
+    needs_faces = True
+
+    def __init__(self, cfg: Config) -> None:
+        store = ModelStore(model_dir(cfg.models.dir))
+        swapper_path = store.require("inswapper-128")
+        encoder_path = store.require("w600k-r50")
+        self.swapper = _session(swapper_path, "model inswapper-128")
+        self.encoder = _session(encoder_path, "model w600k-r50")
+        self.emap = _emap(swapper_path)
+        names = {i.name for i in self.swapper.get_inputs()}
+        if not {"target", "source"} <= names:
+            raise ModelError(
+                f"model inswapper-128: inputs are {sorted(names)}, expected 'target' and 'source'"
+            )
+        self.encoder_input = self.encoder.get_inputs()[0].name
+        self.encoder_key = sha256_of(encoder_path)[:16]
+        self.cache = store.folder / "cache"
+
+    def _embed(self, image: Image, label: str) -> npt.NDArray[np.float32]:
+        key = hashlib.sha256(image.tobytes()).hexdigest()[:24]
+        cached = self.cache / f"id-w600k-{key}-{self.encoder_key}.npy"
+        if cached.exists():
+            stored: npt.NDArray[np.float32] = np.load(cached)
+            return stored
+        faces = detect_faces(image, max_faces=1)
+        if not faces:
+            raise EngineError(f"{label}: no face found (use a clear, frontal photo of one face)")
+        crop = cv2.warpAffine(image, arcface_transform(faces[0].keypoints, 112), (112, 112))
+        blob = ((crop.astype(np.float32) - 127.5) / 127.5).transpose(2, 0, 1)[None]
+        outputs = self.encoder.run(None, {self.encoder_input: blob})
+        embedding: npt.NDArray[np.float32] = np.asarray(outputs[0][0], np.float32)
+        self.cache.mkdir(parents=True, exist_ok=True)
+        np.save(cached, embedding)
+        return embedding
+
+    def prepare(self, sources: Sequence[Image], names: Sequence[str] | None = None) -> Identity:
+        if not sources:
+            raise EngineError("engine 'inswapper-128' needs a source photo: pass --source PHOTO")
+        labels = list(names) if names else [f"source photo {i + 1}" for i in range(len(sources))]
+        normed = [
+            e / max(float(np.linalg.norm(e)), 1e-12)
+            for e in (self._embed(img, lab) for img, lab in zip(sources, labels, strict=True))
+        ]
+        mean = np.mean(normed, axis=0)
+        mean /= max(float(np.linalg.norm(mean)), 1e-12)
+        latent = mean[None] @ self.emap
+        latent /= max(float(np.linalg.norm(latent)), 1e-12)
+        key = hashlib.sha256(latent.tobytes()).hexdigest()[:16]
+        return Identity(engine=self.name, key=key, data=_Latent(latent.astype(np.float32)))
+
+    def swap(self, frame: Frame, identity: Identity) -> None:
+        latent: _Latent = identity.data
+        for face in frame.faces:
+            m = arcface_transform(face.keypoints, SWAP_SIZE)
+            crop = cv2.warpAffine(frame.image, m, (SWAP_SIZE, SWAP_SIZE))
+            blob = (crop.astype(np.float32) / 255.0).transpose(2, 0, 1)[None]
+            out = self.swapper.run(None, {"target": blob, "source": latent.vector})[0][0]
+            rgb = (np.clip(out.transpose(1, 2, 0), 0, 1) * 255 + 0.5).astype(np.uint8)
+            # InsightFace's paste-back mask, in crop space: the crop eroded by a tenth, blurred.
+            box = np.zeros((SWAP_SIZE, SWAP_SIZE), np.uint8)
+            inset = SWAP_SIZE // 10
+            box[inset:-inset, inset:-inset] = 255
+            alpha = feather(box, SWAP_SIZE / 20)
+            frame.patches.append(
+                FacePatch(
+                    track_id=face.track_id,
+                    image=np.ascontiguousarray(rgb),
+                    alpha=alpha.astype(np.float32),
+                    to_frame=cv2.invertAffineTransform(m).astype(np.float64),
+                )
+            )

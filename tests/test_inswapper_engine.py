@@ -1,0 +1,78 @@
+"""The inswapper-128 engine end to end, on ONNX files with inswapper's exact I/O contract."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from livswap.engine.inswapper import arcface_transform
+from livswap.errors import ModelError
+from livswap.models import ModelStore
+from livswap.track import detect_faces
+from tests.checkpoints import write_inswapper_onnx, write_w600k_onnx
+from tests.media import moving_frames, probe, write_video
+
+
+def test_arcface_alignment_puts_the_eyes_on_the_template(hopper_image: np.ndarray) -> None:
+    face = detect_faces(hopper_image)[0]
+    for size, left_x in ((112, 38.29), (128, 46.29)):
+        m = arcface_transform(face.keypoints, size)
+        eye = face.keypoints[0].astype(float) @ m[:, :2].T + m[:, 2]
+        assert abs(eye[0] - left_x) < 4 and abs(eye[1] - 51.7) < 4
+
+
+def test_import_checks_the_io_contract(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "m")
+    encoder = write_w600k_onnx(tmp_path / "w600k_r50.onnx")
+    with pytest.raises(ModelError, match=r"lacks inputs \['target', 'source'\]"):
+        store.import_file("inswapper-128", encoder)
+    garbage = tmp_path / "inswapper_128.onnx"
+    garbage.write_bytes(b"\x08\x01" + b"\xff" * 100)
+    with pytest.raises(ModelError, match="not a valid ONNX model"):
+        store.import_file("inswapper-128", garbage)
+
+
+def test_engine_runs_end_to_end(
+    astronaut_jpg: Path, hopper_image: np.ndarray, tmp_path: Path
+) -> None:
+    store = ModelStore(tmp_path / "models")
+    store.import_file("inswapper-128", write_inswapper_onnx(tmp_path / "inswapper_128.onnx"))
+    store.import_file("w600k-r50", write_w600k_onnx(tmp_path / "w600k_r50.onnx"))
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[models]\ndir = "{store.folder}"\n')
+    clip = write_video(tmp_path / "c.mp4", moving_frames(hopper_image, 6, (320, 384)))
+    out = tmp_path / "swap.mp4"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "livswap",
+            "--config",
+            str(cfg),
+            "--engine",
+            "inswapper-128",
+            "--source",
+            str(astronaut_jpg),
+            "--input",
+            str(clip),
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    got, before = probe(out), probe(clip)
+    assert got["count"] == 6
+    frames, originals = got["frames"], before["frames"]
+    assert isinstance(frames, list) and isinstance(originals, list)
+    diff = np.abs(frames[3].astype(int) - originals[3].astype(int)).sum(axis=2)
+    x0, y0, x1, y1 = (int(v) for v in detect_faces(originals[3])[0].box)
+    inside, outside = diff[y0:y1, x0:x1].mean(), diff[:, : max(x0 - 40, 1)].mean()
+    assert inside > 30 and inside > 3 * outside, (inside, outside)
+    assert list((store.folder / "cache").glob("id-w600k-*.npy"))
