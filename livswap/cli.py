@@ -76,6 +76,17 @@ def run_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--engine", "-e", metavar="NAME", help=f"swap engine: {', '.join(engine_names())}"
     )
+    p.add_argument(
+        "--source-mix",
+        metavar="PHOTO",
+        help="neural engines: blend this second identity into the source's",
+    )
+    p.add_argument(
+        "--mix-weight",
+        type=float,
+        metavar="W",
+        help="share of --source-mix's identity, 0..1 (default 0.5)",
+    )
     p.add_argument("--config", "-c", metavar="FILE", help="a config.toml with your settings")
     p.add_argument("--size", type=_size, metavar="WxH", help="requested camera size, e.g. 1280x720")
     p.add_argument("--fps", type=float, help="requested camera frame rate")
@@ -123,6 +134,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
         overrides["output.target"] = args.output
     if args.engine is not None:
         overrides["engine.name"] = args.engine
+    if args.source_mix is not None:
+        overrides["engine.mix_source"] = args.source_mix
+    if args.mix_weight is not None:
+        overrides["engine.mix_weight"] = args.mix_weight
     if args.size is not None:
         overrides["capture.width"], overrides["capture.height"] = args.size
     if args.fps is not None:

@@ -81,6 +81,8 @@ class EngineConfig:
     keep_target_mouth: bool
     keep_target_eyes: bool
     assign: Assign
+    mix_source: str
+    mix_weight: Annotated[float, Range(0.0, 1.0)]
 
 
 @dataclass(frozen=True)

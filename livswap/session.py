@@ -69,7 +69,18 @@ def prepare_identity(cfg: Config, engine: Engine) -> Identity:
     if spec.needs_source and not cfg.engine.source:
         raise EngineError(f"engine {engine.name!r} needs a source photo: pass --source PHOTO")
     images = [read_image(p, "source photo") for p in cfg.engine.source]
-    return engine.prepare(images, names=[f"source photo {p!r}" for p in cfg.engine.source])
+    names = [f"source photo {p!r}" for p in cfg.engine.source]
+    if cfg.engine.mix_source:
+        mix = getattr(engine, "prepare_mix", None)
+        if mix is None:
+            raise EngineError(
+                f"engine {engine.name!r} cannot blend identities (--source-mix): "
+                "use simswap-224 or inswapper-128"
+            )
+        mix_image = read_image(cfg.engine.mix_source, "mix photo")
+        identity: Identity = mix(images, mix_image, cfg.engine.mix_weight, names=names)
+        return identity
+    return engine.prepare(images, names=names)
 
 
 def build_stages(

@@ -76,3 +76,44 @@ def test_engine_runs_end_to_end(
     inside, outside = diff[y0:y1, x0:x1].mean(), diff[:, : max(x0 - 40, 1)].mean()
     assert inside > 30 and inside > 3 * outside, (inside, outside)
     assert list((store.folder / "cache").glob("id-w600k-*.npy"))
+
+
+def test_source_mix_blends_two_identities(
+    astronaut_image: np.ndarray, hopper_image: np.ndarray, tmp_path: Path
+) -> None:
+    from livswap.config import load_config
+    from livswap.engine.inswapper import InswapperEngine
+
+    store = ModelStore(tmp_path / "models")
+    store.import_file("inswapper-128", write_inswapper_onnx(tmp_path / "inswapper_128.onnx"))
+    store.import_file("w600k-r50", write_w600k_onnx(tmp_path / "w600k_r50.onnx"))
+    engine = InswapperEngine(load_config(None, {"models.dir": str(store.folder)}))
+    a = engine.prepare([astronaut_image]).data.vector[0]
+    b = engine.prepare([hopper_image]).data.vector[0]
+    none = engine.prepare_mix([astronaut_image], hopper_image, 0.0).data.vector[0]
+    only = engine.prepare_mix([astronaut_image], hopper_image, 1.0).data.vector[0]
+    half = engine.prepare_mix([astronaut_image], hopper_image, 0.5).data.vector[0]
+    assert np.allclose(none, a, atol=1e-5) and np.allclose(only, b, atol=1e-5)
+    assert float(half @ a) > float(b @ a) and float(half @ b) > float(a @ b)  # in between
+
+
+def test_mesh_engine_refuses_to_mix(astronaut_jpg: Path, hopper_jpg: Path, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "livswap",
+            "--source",
+            str(astronaut_jpg),
+            "--source-mix",
+            str(hopper_jpg),
+            "--input",
+            str(hopper_jpg),
+            "--output",
+            str(tmp_path / "o.png"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2 and "cannot blend identities" in result.stderr

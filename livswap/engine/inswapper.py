@@ -125,20 +125,37 @@ class InswapperEngine:
         np.save(cached, embedding)
         return embedding
 
-    def prepare(self, sources: Sequence[Image], names: Sequence[str] | None = None) -> Identity:
+    def _normed(
+        self, sources: Sequence[Image], names: Sequence[str] | None
+    ) -> npt.NDArray[np.float32]:
         if not sources:
             raise EngineError("engine 'inswapper-128' needs a source photo: pass --source PHOTO")
         labels = list(names) if names else [f"source photo {i + 1}" for i in range(len(sources))]
-        normed = [
-            e / max(float(np.linalg.norm(e)), 1e-12)
-            for e in (self._embed(img, lab) for img, lab in zip(sources, labels, strict=True))
-        ]
-        mean = np.mean(normed, axis=0)
-        mean /= max(float(np.linalg.norm(mean)), 1e-12)
-        latent = mean[None] @ self.emap
+        embeddings = [self._embed(img, lab) for img, lab in zip(sources, labels, strict=True)]
+        normed = [e / max(float(np.linalg.norm(e)), 1e-12) for e in embeddings]
+        mean: npt.NDArray[np.float32] = np.mean(normed, axis=0).astype(np.float32)
+        return mean / max(float(np.linalg.norm(mean)), 1e-12)
+
+    def _identity(self, normed: npt.NDArray[np.float32]) -> Identity:
+        latent = normed[None] @ self.emap
         latent /= max(float(np.linalg.norm(latent)), 1e-12)
         key = hashlib.sha256(latent.tobytes()).hexdigest()[:16]
         return Identity(engine=self.name, key=key, data=_Latent(latent.astype(np.float32)))
+
+    def prepare(self, sources: Sequence[Image], names: Sequence[str] | None = None) -> Identity:
+        return self._identity(self._normed(sources, names))
+
+    def prepare_mix(
+        self,
+        sources: Sequence[Image],
+        mix: Image,
+        weight: float,
+        names: Sequence[str] | None = None,
+    ) -> Identity:
+        """Blend a second identity in (MFIM's identity mixing, at the embedding level)."""
+        blended = (1 - weight) * self._normed(sources, names) + weight * self._normed([mix], None)
+        norm = max(float(np.linalg.norm(blended)), 1e-12)
+        return self._identity((blended / norm).astype(np.float32))
 
     def swap(self, frame: Frame, identity: Identity) -> None:
         latent: _Latent = identity.data

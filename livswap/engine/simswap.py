@@ -147,17 +147,34 @@ class SimSwapEngine:
         result: npt.NDArray[np.float32] = latent.astype(np.float32)
         return result
 
-    def prepare(self, sources: Sequence[Image], names: Sequence[str] | None = None) -> Identity:
+    def _source_vector(self, sources: Sequence[Image], names: Sequence[str] | None) -> torch.Tensor:
         if not sources:
             raise EngineError(f"engine {self.name!r} needs a source photo: pass --source PHOTO")
         labels = list(names) if names else [f"source photo {i + 1}" for i in range(len(sources))]
         # Several photos of one person: average their embeddings into one identity.
-        mean = np.mean(
-            [self._embed(img, label) for img, label in zip(sources, labels, strict=True)], axis=0
-        )
-        vector = torch.nn.functional.normalize(torch.from_numpy(mean)[None], dim=1)
-        key = hashlib.sha256(mean.tobytes()).hexdigest()[:16]
+        embeddings = [self._embed(img, label) for img, label in zip(sources, labels, strict=True)]
+        mean = torch.from_numpy(np.mean(embeddings, axis=0).astype(np.float32))[None]
+        return torch.nn.functional.normalize(mean, dim=1)
+
+    def _identity(self, vector: torch.Tensor) -> Identity:
+        key = hashlib.sha256(vector.numpy().tobytes()).hexdigest()[:16]
         return Identity(engine=self.name, key=key, data=_Latent(vector.to(self.device, self.dtype)))
+
+    def prepare(self, sources: Sequence[Image], names: Sequence[str] | None = None) -> Identity:
+        return self._identity(self._source_vector(sources, names))
+
+    def prepare_mix(
+        self,
+        sources: Sequence[Image],
+        mix: Image,
+        weight: float,
+        names: Sequence[str] | None = None,
+    ) -> Identity:
+        """Blend a second identity in (MFIM's identity mixing, at the embedding level)."""
+        base = self._source_vector(sources, names)
+        other = self._source_vector([mix], ["mix photo"])
+        blended = torch.nn.functional.normalize((1 - weight) * base + weight * other, dim=1)
+        return self._identity(blended)
 
     # -- per frame ---------------------------------------------------------------------------
     def swap(self, frame: Frame, identity: Identity) -> None:
