@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from fractions import Fraction
 from pathlib import Path
 from typing import cast
@@ -123,3 +125,19 @@ def probe(path: Path) -> dict[str, object]:
         "audio_packets": audio_packets,
         "duration": duration,
     }
+
+
+def run_livswap(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """The real CLI in a subprocess, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "livswap", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def face_change(swapped: Image, original: Image) -> tuple[float, float]:
+    """Mean change (summed over RGB) inside the original's face box and left of it."""
+    from livswap.track import detect_faces
+
+    diff = np.abs(swapped.astype(int) - original.astype(int)).sum(axis=2)
+    x0, y0, x1, y1 = (int(v) for v in detect_faces(original)[0].box)
+    return float(diff[y0:y1, x0:x1].mean()), float(diff[:, : max(x0 - 40, 1)].mean())

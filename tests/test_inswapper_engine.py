@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +12,7 @@ from livswap.errors import ModelError
 from livswap.models import ModelStore
 from livswap.track import detect_faces
 from tests.checkpoints import write_inswapper_onnx, write_w600k_onnx
-from tests.media import moving_frames, probe, write_video
+from tests.media import face_change, moving_frames, probe, run_livswap, write_video
 
 
 def test_arcface_alignment_puts_the_eyes_on_the_template(hopper_image: np.ndarray) -> None:
@@ -46,34 +44,24 @@ def test_engine_runs_end_to_end(
     cfg.write_text(f'[models]\ndir = "{store.folder}"\n')
     clip = write_video(tmp_path / "c.mp4", moving_frames(hopper_image, 6, (320, 384)))
     out = tmp_path / "swap.mp4"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "livswap",
-            "--config",
-            str(cfg),
-            "--engine",
-            "inswapper-128",
-            "--source",
-            str(astronaut_jpg),
-            "--input",
-            str(clip),
-            "--output",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = run_livswap(
+        "--config",
+        str(cfg),
+        "--engine",
+        "inswapper-128",
+        "--source",
+        str(astronaut_jpg),
+        "--input",
+        str(clip),
+        "--output",
+        str(out),
     )
     assert result.returncode == 0, result.stderr
     got, before = probe(out), probe(clip)
     assert got["count"] == 6
     frames, originals = got["frames"], before["frames"]
     assert isinstance(frames, list) and isinstance(originals, list)
-    diff = np.abs(frames[3].astype(int) - originals[3].astype(int)).sum(axis=2)
-    x0, y0, x1, y1 = (int(v) for v in detect_faces(originals[3])[0].box)
-    inside, outside = diff[y0:y1, x0:x1].mean(), diff[:, : max(x0 - 40, 1)].mean()
+    inside, outside = face_change(frames[3], originals[3])
     assert inside > 30 and inside > 3 * outside, (inside, outside)
     assert list((store.folder / "cache").glob("id-w600k-*.npy"))
 
@@ -98,22 +86,14 @@ def test_source_mix_blends_two_identities(
 
 
 def test_mesh_engine_refuses_to_mix(astronaut_jpg: Path, hopper_jpg: Path, tmp_path: Path) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "livswap",
-            "--source",
-            str(astronaut_jpg),
-            "--source-mix",
-            str(hopper_jpg),
-            "--input",
-            str(hopper_jpg),
-            "--output",
-            str(tmp_path / "o.png"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = run_livswap(
+        "--source",
+        str(astronaut_jpg),
+        "--source-mix",
+        str(hopper_jpg),
+        "--input",
+        str(hopper_jpg),
+        "--output",
+        str(tmp_path / "o.png"),
     )
     assert result.returncode == 2 and "cannot blend identities" in result.stderr

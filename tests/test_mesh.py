@@ -20,7 +20,7 @@ from livswap.output import NullSink
 from livswap.session import build_run, build_stages, swap_folder
 from livswap.track import Face, detect_faces
 from livswap.track.landmarks import face_index
-from tests.media import moving_frames, probe, write_video
+from tests.media import moving_frames, probe, run_livswap, write_video
 
 
 def mesh_config(**overrides: object) -> Config:
@@ -259,44 +259,27 @@ def test_folder_of_images(astronaut_jpg: Path, hopper_jpg: Path, tmp_path: Path)
 def test_cli_image_swap_and_video_swap(
     astronaut_jpg: Path, hopper_jpg: Path, hopper_image: np.ndarray, tmp_path: Path
 ) -> None:
-    import subprocess
-    import sys
-
     out = tmp_path / "swap.png"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "livswap",
-            "--source",
-            str(hopper_jpg),
-            "--input",
-            str(astronaut_jpg),
-            "--output",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
+    result = run_livswap(
+        "--source",
+        str(hopper_jpg),
+        "--input",
+        str(astronaut_jpg),
+        "--output",
+        str(out),
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert out.exists()
     clip = write_video(tmp_path / "c.mp4", moving_frames(hopper_image, 20, (320, 384)))
     out_video = tmp_path / "swap.mp4"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "livswap",
-            "--source",
-            str(astronaut_jpg),
-            "--input",
-            str(clip),
-            "--output",
-            str(out_video),
-        ],
-        capture_output=True,
-        text=True,
+    result = run_livswap(
+        "--source",
+        str(astronaut_jpg),
+        "--input",
+        str(clip),
+        "--output",
+        str(out_video),
         timeout=120,
     )
     assert result.returncode == 0, result.stderr

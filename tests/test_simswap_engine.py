@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +13,7 @@ from livswap.engine.simswap import align_224
 from livswap.models import ModelStore
 from livswap.track import detect_faces
 from tests.checkpoints import write_release_arcface, write_simswap_224
-from tests.media import moving_frames, probe, write_video
+from tests.media import face_change, moving_frames, probe, run_livswap, write_video
 
 
 @pytest.fixture(scope="module")
@@ -49,12 +47,6 @@ def test_alignment_maps_keypoints_onto_a_template(hopper_image: np.ndarray) -> N
     assert abs(left_eye[1] - right_eye[1]) < 6
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "livswap", *args], capture_output=True, text=True, timeout=300
-    )
-
-
 def test_engine_runs_end_to_end_on_imported_weights(
     model_folder: Path, astronaut_jpg: Path, hopper_image: np.ndarray, tmp_path: Path
 ) -> None:
@@ -62,7 +54,7 @@ def test_engine_runs_end_to_end_on_imported_weights(
     cfg.write_text(f'[models]\ndir = "{model_folder}"\n')
     clip = write_video(tmp_path / "c.mp4", moving_frames(hopper_image, 4, (320, 384)))
     out = tmp_path / "swap.mp4"
-    result = _cli(
+    result = run_livswap(
         "--config",
         str(cfg),
         "--engine",
@@ -80,10 +72,7 @@ def test_engine_runs_end_to_end_on_imported_weights(
     frames, before = got["frames"], original["frames"]
     assert isinstance(frames, list) and isinstance(before, list)
     # Random weights make a nonsense face, but it is pasted where the face is, and only there.
-    diff = np.abs(frames[2].astype(int) - before[2].astype(int)).sum(axis=2)
-    face = detect_faces(before[2])[0]
-    x0, y0, x1, y1 = (int(v) for v in face.box)
-    inside, outside = diff[y0:y1, x0:x1].mean(), diff[:, : max(x0 - 40, 1)].mean()
+    inside, outside = face_change(frames[2], before[2])
     assert inside > 30 and inside > 3 * outside, (inside, outside)  # outside: re-encoding noise
     # The identity is cached: a second run finds it on disk.
     assert list((model_folder / "cache").glob("id-*.npy"))
@@ -92,7 +81,7 @@ def test_engine_runs_end_to_end_on_imported_weights(
 def test_engine_without_weights_says_how_to_get_them(astronaut_jpg: Path, tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text(f'[models]\ndir = "{tmp_path / "empty"}"\n')
-    result = _cli(
+    result = run_livswap(
         "--config",
         str(cfg),
         "--engine",

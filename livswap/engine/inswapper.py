@@ -20,12 +20,12 @@ import numpy.typing as npt
 from livswap.compose import FacePatch, feather
 from livswap.config import Config
 from livswap.engine.base import Identity
+from livswap.engine.identity import EmbeddingCache, blend
 from livswap.engine.simswap import _similarity
 from livswap.errors import EngineError, ModelError
 from livswap.frame import Frame, Image
 from livswap.models import ModelStore, model_dir
 from livswap.models.download import sha256_of
-from livswap.track import detect_faces
 
 __all__ = ["InswapperEngine", "arcface_transform"]
 
@@ -105,36 +105,22 @@ class InswapperEngine:
                 f"model inswapper-128: inputs are {sorted(names)}, expected 'target' and 'source'"
             )
         self.encoder_input = self.encoder.get_inputs()[0].name
-        self.encoder_key = sha256_of(encoder_path)[:16]
-        self.cache = store.folder / "cache"
+        self.embeddings = EmbeddingCache(
+            store.folder / "cache", "w600k-" + sha256_of(encoder_path)[:16], self._encode
+        )
+        # InsightFace's paste-back mask in crop space (the crop eroded by a tenth, blurred): the
+        # same for every face, so built once.
+        box = np.zeros((SWAP_SIZE, SWAP_SIZE), np.uint8)
+        inset = SWAP_SIZE // 10
+        box[inset:-inset, inset:-inset] = 255
+        self.box_alpha = feather(box, SWAP_SIZE / 20).astype(np.float32)
 
-    def _embed(self, image: Image, label: str) -> npt.NDArray[np.float32]:
-        key = hashlib.sha256(image.tobytes()).hexdigest()[:24]
-        cached = self.cache / f"id-w600k-{key}-{self.encoder_key}.npy"
-        if cached.exists():
-            stored: npt.NDArray[np.float32] = np.load(cached)
-            return stored
-        faces = detect_faces(image, max_faces=1)
-        if not faces:
-            raise EngineError(f"{label}: no face found (use a clear, frontal photo of one face)")
-        crop = cv2.warpAffine(image, arcface_transform(faces[0].keypoints, 112), (112, 112))
+    def _encode(self, image: Image, keypoints: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        crop = cv2.warpAffine(image, arcface_transform(keypoints, 112), (112, 112))
         blob = ((crop.astype(np.float32) - 127.5) / 127.5).transpose(2, 0, 1)[None]
         outputs = self.encoder.run(None, {self.encoder_input: blob})
         embedding: npt.NDArray[np.float32] = np.asarray(outputs[0][0], np.float32)
-        self.cache.mkdir(parents=True, exist_ok=True)
-        np.save(cached, embedding)
         return embedding
-
-    def _normed(
-        self, sources: Sequence[Image], names: Sequence[str] | None
-    ) -> npt.NDArray[np.float32]:
-        if not sources:
-            raise EngineError("engine 'inswapper-128' needs a source photo: pass --source PHOTO")
-        labels = list(names) if names else [f"source photo {i + 1}" for i in range(len(sources))]
-        embeddings = [self._embed(img, lab) for img, lab in zip(sources, labels, strict=True)]
-        normed = [e / max(float(np.linalg.norm(e)), 1e-12) for e in embeddings]
-        mean: npt.NDArray[np.float32] = np.mean(normed, axis=0).astype(np.float32)
-        return mean / max(float(np.linalg.norm(mean)), 1e-12)
 
     def _identity(self, normed: npt.NDArray[np.float32]) -> Identity:
         latent = normed[None] @ self.emap
@@ -143,7 +129,7 @@ class InswapperEngine:
         return Identity(engine=self.name, key=key, data=_Latent(latent.astype(np.float32)))
 
     def prepare(self, sources: Sequence[Image], names: Sequence[str] | None = None) -> Identity:
-        return self._identity(self._normed(sources, names))
+        return self._identity(self.embeddings.identity_vector(sources, names, self.name))
 
     def prepare_mix(
         self,
@@ -153,9 +139,9 @@ class InswapperEngine:
         names: Sequence[str] | None = None,
     ) -> Identity:
         """Blend a second identity in (MFIM's identity mixing, at the embedding level)."""
-        blended = (1 - weight) * self._normed(sources, names) + weight * self._normed([mix], None)
-        norm = max(float(np.linalg.norm(blended)), 1e-12)
-        return self._identity((blended / norm).astype(np.float32))
+        base = self.embeddings.identity_vector(sources, names, self.name)
+        other = self.embeddings.identity_vector([mix], ["mix photo"], self.name)
+        return self._identity(blend(base, other, weight))
 
     def swap(self, frame: Frame, identity: Identity) -> None:
         latent: _Latent = identity.data
@@ -165,16 +151,11 @@ class InswapperEngine:
             blob = (crop.astype(np.float32) / 255.0).transpose(2, 0, 1)[None]
             out = self.swapper.run(None, {"target": blob, "source": latent.vector})[0][0]
             rgb = (np.clip(out.transpose(1, 2, 0), 0, 1) * 255 + 0.5).astype(np.uint8)
-            # InsightFace's paste-back mask, in crop space: the crop eroded by a tenth, blurred.
-            box = np.zeros((SWAP_SIZE, SWAP_SIZE), np.uint8)
-            inset = SWAP_SIZE // 10
-            box[inset:-inset, inset:-inset] = 255
-            alpha = feather(box, SWAP_SIZE / 20)
             frame.patches.append(
                 FacePatch(
                     track_id=face.track_id,
                     image=np.ascontiguousarray(rgb),
-                    alpha=alpha.astype(np.float32),
+                    alpha=self.box_alpha,
                     to_frame=cv2.invertAffineTransform(m).astype(np.float64),
                 )
             )

@@ -19,6 +19,7 @@ import torch
 from livswap.compose import FacePatch, feather
 from livswap.config import Config
 from livswap.engine.base import Identity
+from livswap.engine.identity import EmbeddingCache, blend
 from livswap.engine.models.arcface import ArcFace, convert_pickled_arcface
 from livswap.engine.models.simswap import SimSwapGenerator, load_simswap
 from livswap.errors import EngineError, ModelError
@@ -26,7 +27,6 @@ from livswap.frame import Frame, Image
 from livswap.models import ModelStore, model_dir
 from livswap.models.download import sha256_of
 from livswap.models.safety import load_state_dict
-from livswap.track import detect_faces
 from livswap.track.landmarks import face_index
 
 __all__ = ["SimSwapEngine", "align_224"]
@@ -107,8 +107,13 @@ class SimSwapEngine:
         )
         self.generator = generator.to(self.device, self.dtype).eval()
         self.arcface = self._load_arcface(store, arcface_path).to(self.device).eval()
-        self.arcface_key = sha256_of(arcface_path)[:16]
-        self.cache = store.folder / "cache"
+        self.embeddings = EmbeddingCache(
+            store.folder / "cache", "arcface-" + sha256_of(arcface_path)[:16], self._encode
+        )
+        # The crop-edge feather is the same for every face: built once.
+        box = np.zeros((CROP, CROP), np.uint8)
+        box[8:-8, 8:-8] = 255
+        self.box_alpha = feather(box, 6.0)
 
     @staticmethod
     def _load_arcface(store: ModelStore, path: Path) -> ArcFace:
@@ -125,43 +130,24 @@ class SimSwapEngine:
         return model
 
     # -- identity ----------------------------------------------------------------------------
-    def _embed(self, image: Image, label: str) -> npt.NDArray[np.float32]:
-        key = hashlib.sha256(image.tobytes()).hexdigest()[:24]
-        cached = self.cache / f"id-{key}-{self.arcface_key}.npy"
-        if cached.exists():
-            vector: npt.NDArray[np.float32] = np.load(cached)
-            return vector
-        faces = detect_faces(image, max_faces=1)
-        if not faces:
-            raise EngineError(f"{label}: no face found (use a clear, frontal photo of one face)")
-        crop = cv2.warpAffine(
-            image, align_224(faces[0].keypoints), (CROP, CROP), flags=cv2.INTER_LINEAR
-        )
+    def _encode(self, image: Image, keypoints: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        crop = cv2.warpAffine(image, align_224(keypoints), (CROP, CROP), flags=cv2.INTER_LINEAR)
         x = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 255.0
         x = (x - _IMAGENET_MEAN) / _IMAGENET_STD
         x = torch.nn.functional.interpolate(x, size=(112, 112))  # nearest, as the official code
         with torch.inference_mode():
-            latent = self.arcface(x.to(self.device)).float().cpu()[0].numpy()
-        self.cache.mkdir(parents=True, exist_ok=True)
-        np.save(cached, latent)
-        result: npt.NDArray[np.float32] = latent.astype(np.float32)
-        return result
+            latent: npt.NDArray[np.float32] = (
+                self.arcface(x.to(self.device)).float().cpu()[0].numpy()
+            )
+        return latent
 
-    def _source_vector(self, sources: Sequence[Image], names: Sequence[str] | None) -> torch.Tensor:
-        if not sources:
-            raise EngineError(f"engine {self.name!r} needs a source photo: pass --source PHOTO")
-        labels = list(names) if names else [f"source photo {i + 1}" for i in range(len(sources))]
-        # Several photos of one person: average their embeddings into one identity.
-        embeddings = [self._embed(img, label) for img, label in zip(sources, labels, strict=True)]
-        mean = torch.from_numpy(np.mean(embeddings, axis=0).astype(np.float32))[None]
-        return torch.nn.functional.normalize(mean, dim=1)
-
-    def _identity(self, vector: torch.Tensor) -> Identity:
-        key = hashlib.sha256(vector.numpy().tobytes()).hexdigest()[:16]
-        return Identity(engine=self.name, key=key, data=_Latent(vector.to(self.device, self.dtype)))
+    def _identity(self, vector: npt.NDArray[np.float32]) -> Identity:
+        key = hashlib.sha256(vector.tobytes()).hexdigest()[:16]
+        tensor = torch.from_numpy(vector)[None].to(self.device, self.dtype)
+        return Identity(engine=self.name, key=key, data=_Latent(tensor))
 
     def prepare(self, sources: Sequence[Image], names: Sequence[str] | None = None) -> Identity:
-        return self._identity(self._source_vector(sources, names))
+        return self._identity(self.embeddings.identity_vector(sources, names, self.name))
 
     def prepare_mix(
         self,
@@ -171,10 +157,9 @@ class SimSwapEngine:
         names: Sequence[str] | None = None,
     ) -> Identity:
         """Blend a second identity in (MFIM's identity mixing, at the embedding level)."""
-        base = self._source_vector(sources, names)
-        other = self._source_vector([mix], ["mix photo"])
-        blended = torch.nn.functional.normalize((1 - weight) * base + weight * other, dim=1)
-        return self._identity(blended)
+        base = self.embeddings.identity_vector(sources, names, self.name)
+        other = self.embeddings.identity_vector([mix], ["mix photo"], self.name)
+        return self._identity(blend(base, other, weight))
 
     # -- per frame ---------------------------------------------------------------------------
     def swap(self, frame: Frame, identity: Identity) -> None:
@@ -195,9 +180,7 @@ class SimSwapEngine:
             canvas = np.zeros((CROP, CROP), np.uint8)
             cv2.fillPoly(canvas, [np.round(oval).astype(np.int32)], (255,))
             mask = cv2.erode(canvas, np.ones((7, 7), np.uint8))
-            box = np.zeros((CROP, CROP), np.uint8)
-            box[8:-8, 8:-8] = 255
-            alpha = feather(mask, 6.0) * feather(box, 6.0)
+            alpha = feather(mask, 6.0) * self.box_alpha
             frame.patches.append(
                 FacePatch(
                     track_id=face.track_id,

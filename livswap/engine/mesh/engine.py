@@ -21,6 +21,7 @@ tracked face in canonical space, so smoothing follows the face instead of smeari
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -138,11 +139,25 @@ def _similarity_3d(
     return scale, r, t
 
 
+@functools.lru_cache(maxsize=8)
 def _ring(size: int) -> FloatArray:
+    """The fixed outer ring of the canonical square (read-only; built once per size)."""
     angles = np.linspace(0, 2 * np.pi, RING_POINTS, endpoint=False)
     cx, cy = RING_CENTER[0] * size, RING_CENTER[1] * size
     rx, ry = RING_RADII[0] * size, RING_RADII[1] * size
-    return np.stack([cx + rx * np.cos(angles), cy + ry * np.sin(angles)], axis=1).astype(np.float32)
+    ring = np.stack([cx + rx * np.cos(angles), cy + ry * np.sin(angles)], axis=1).astype(np.float32)
+    ring.flags.writeable = False
+    return ring
+
+
+@functools.lru_cache(maxsize=8)
+def _half_grid(size: int) -> tuple[FloatArray, FloatArray]:
+    """Full-resolution x and y of each half-resolution pixel centre (read-only, once per size)."""
+    half = np.arange(size // 2, dtype=np.float32) * 2 + 0.5
+    gx, gy = np.meshgrid(half, half)
+    gx.flags.writeable = False
+    gy.flags.writeable = False
+    return gx, gy
 
 
 @dataclass(frozen=True)
@@ -352,9 +367,7 @@ class MeshEngine:
 
         # 5. Where the patch replaces the frame: the swapped face plus wherever reshaping moved
         # pixels, faded out well inside the ring (where the target is undisturbed).
-        gx, gy = np.meshgrid(
-            np.arange(half, dtype=np.float32) * 2 + 0.5, np.arange(half, dtype=np.float32) * 2 + 0.5
-        )
+        gx, gy = _half_grid(size)
         ix = from_canon[0, 0] * gx + from_canon[0, 1] * gy + from_canon[0, 2]
         iy = from_canon[1, 0] * gx + from_canon[1, 1] * gy + from_canon[1, 2]
         covered = (kind >= 0).astype(np.uint8) * 255

@@ -8,6 +8,7 @@ whole face. Neighbouring triangles share edges exactly, so there are no seams be
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,8 +55,17 @@ class MeshRaster:
         return map_x, map_y
 
     def _grid(self) -> tuple[FloatArray, FloatArray]:
-        ys, xs = np.indices(self.tri_id.shape, dtype=np.float32)
-        return xs.ravel(), ys.ravel()
+        return _pixel_grid(self.tri_id.shape[0], self.tri_id.shape[1])
+
+
+@functools.lru_cache(maxsize=8)
+def _pixel_grid(height: int, width: int) -> tuple[FloatArray, FloatArray]:
+    """Flattened x and y of every pixel (read-only; one per canvas size, built once)."""
+    ys, xs = np.indices((height, width), dtype=np.float32)
+    xs, ys = xs.ravel(), ys.ravel()
+    xs.flags.writeable = False
+    ys.flags.writeable = False
+    return xs, ys
 
 
 def rasterize(
