@@ -39,6 +39,8 @@ FaceSelection = Literal["largest", "all", "nearest"]
 Device = Literal["auto", "cpu", "cuda"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 Assign = Literal["same", "by_position"]
+Backend = Literal["auto", "eager", "compile", "tensorrt", "onnxruntime"]
+Precision = Literal["auto", "fp32", "fp16", "bf16"]
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,8 @@ class EngineConfig:
     name: str
     source: tuple[str, ...]
     device: Device
+    backend: Backend
+    precision: Precision
     shape_transfer: Annotated[float, Range(0.0, 1.0)]
     outline_transfer: Annotated[float, Range(0.0, 1.0)]
     mesh_resolution: Annotated[int, Range(128, 1024)]

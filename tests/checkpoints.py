@@ -19,6 +19,13 @@ def write_simswap_224(path: Path, seed: int = 0) -> Path:
     return path
 
 
+def write_simswap_512(path: Path, seed: int = 0) -> Path:
+    """Like the 512 beta's ``550000_net_G.pth``: the 512 generator's state dict."""
+    torch.manual_seed(seed)
+    torch.save(SimSwapGenerator("512").state_dict(), path)
+    return path
+
+
 def write_release_arcface(path: Path, seed: int = 0) -> Path:
     """Like ``arcface_checkpoint.tar``: torch.save of the whole module, whose classes pickle as
     ``models.arcface_models.{ResNet, IRBlock, SEBlock}``."""
@@ -112,4 +119,74 @@ def write_w600k_onnx(path: Path, seed: int = 0) -> Path:
     model.ir_version = 8
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
+    return path
+
+
+def build_small_inswapper(
+    seed: int = 0,
+    widths: tuple[int, int, int, int] = (8, 16, 16, 32),
+    blocks: int = 2,
+    eps: float = 1e-6,
+    encoder_padding: str = "zeros",
+    decoder_padding: str = "zeros",
+) -> torch.nn.Module:
+    """A small random ``InswapperGenerator`` in eval mode; the same seed gives the same weights."""
+    from livswap.engine.models.inswapper import InswapperGenerator
+
+    torch.manual_seed(seed)
+    model = InswapperGenerator(
+        widths=widths,
+        blocks=blocks,
+        eps=eps,
+        encoder_padding=encoder_padding,  # type: ignore[arg-type]
+        decoder_padding=decoder_padding,  # type: ignore[arg-type]
+    )
+    # Default init leaves gamma near 0, which would hide a mixed-up [gamma | beta] split.
+    with torch.no_grad():
+        for style in model.style_layers():
+            style.bias[: style.out_features // 2] += 1.0
+    return model.eval()
+
+
+def inswapper_test_emap(seed: int = 0) -> torch.Tensor:
+    """The 512x512 float32 emap that :func:`write_inswapper_torch_onnx` stores for ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(512, 512, generator=generator) / 22.6
+
+
+def write_inswapper_torch_onnx(
+    path: Path,
+    seed: int = 0,
+    widths: tuple[int, int, int, int] = (8, 16, 16, 32),
+    blocks: int = 2,
+    eps: float = 1e-6,
+    encoder_padding: str = "zeros",
+    decoder_padding: str = "zeros",
+) -> Path:
+    """inswapper_128's exact I/O contract and structure with small random weights: a
+    :func:`build_small_inswapper` network exported by the TorchScript-based exporter (opset 17,
+    inputs ``target`` (1,3,128,128) and ``source`` (1,512)), plus the 512x512 ``emap`` appended
+    as the last initializer and used by no node, as in the release."""
+    import warnings
+
+    import onnx
+    from onnx import numpy_helper
+
+    model = build_small_inswapper(seed, widths, blocks, eps, encoder_padding, decoder_padding)
+    with warnings.catch_warnings():  # the TorchScript exporter's deprecation and folding notes
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (torch.rand(1, 3, 128, 128), torch.randn(1, 512)),
+            str(path),
+            input_names=["target", "source"],
+            output_names=["output"],
+            opset_version=17,
+            dynamo=False,
+        )
+    proto = onnx.load(str(path))
+    emap = numpy_helper.from_array(inswapper_test_emap(seed).numpy(), "emap")
+    proto.graph.initializer.append(emap)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
     return path

@@ -11,7 +11,7 @@ from livswap.engine.inswapper import arcface_transform
 from livswap.errors import ModelError
 from livswap.models import ModelStore
 from livswap.track import detect_faces
-from tests.checkpoints import write_inswapper_onnx, write_w600k_onnx
+from tests.checkpoints import write_inswapper_onnx, write_inswapper_torch_onnx, write_w600k_onnx
 from tests.media import face_change, moving_frames, probe, run_livswap, write_video
 
 
@@ -76,11 +76,11 @@ def test_source_mix_blends_two_identities(
     store.import_file("inswapper-128", write_inswapper_onnx(tmp_path / "inswapper_128.onnx"))
     store.import_file("w600k-r50", write_w600k_onnx(tmp_path / "w600k_r50.onnx"))
     engine = InswapperEngine(load_config(None, {"models.dir": str(store.folder)}))
-    a = engine.prepare([astronaut_image]).data.vector[0]
-    b = engine.prepare([hopper_image]).data.vector[0]
-    none = engine.prepare_mix([astronaut_image], hopper_image, 0.0).data.vector[0]
-    only = engine.prepare_mix([astronaut_image], hopper_image, 1.0).data.vector[0]
-    half = engine.prepare_mix([astronaut_image], hopper_image, 0.5).data.vector[0]
+    a = engine.prepare([astronaut_image]).data.vector[0].numpy()
+    b = engine.prepare([hopper_image]).data.vector[0].numpy()
+    none = engine.prepare_mix([astronaut_image], hopper_image, 0.0).data.vector[0].numpy()
+    only = engine.prepare_mix([astronaut_image], hopper_image, 1.0).data.vector[0].numpy()
+    half = engine.prepare_mix([astronaut_image], hopper_image, 0.5).data.vector[0].numpy()
     assert np.allclose(none, a, atol=1e-5) and np.allclose(only, b, atol=1e-5)
     assert float(half @ a) > float(b @ a) and float(half @ b) > float(a @ b)  # in between
 
@@ -97,3 +97,34 @@ def test_mesh_engine_refuses_to_mix(astronaut_jpg: Path, hopper_jpg: Path, tmp_p
         str(tmp_path / "o.png"),
     )
     assert result.returncode == 2 and "cannot blend identities" in result.stderr
+
+
+def test_rebuilt_pytorch_network_swaps_like_onnx_runtime(
+    astronaut_image: np.ndarray, hopper_image: np.ndarray, tmp_path: Path
+) -> None:
+    """backend "eager" runs the network rebuilt from the file's weights; "auto" the file itself
+    in ONNX Runtime: the pasted patches agree."""
+    from livswap.config import load_config
+    from livswap.engine.inswapper import InswapperEngine
+    from livswap.frame import Frame
+    from livswap.track import detect_faces
+
+    store = ModelStore(tmp_path / "models")
+    swapper = write_inswapper_torch_onnx(tmp_path / "inswapper_128.onnx", seed=4)
+    store.import_file("inswapper-128", swapper)
+    store.import_file("w600k-r50", write_w600k_onnx(tmp_path / "w600k_r50.onnx"))
+    faces = detect_faces(hopper_image)
+    patches = {}
+    for backend in ("auto", "eager"):
+        cfg = load_config(
+            None,
+            {"models.dir": str(store.folder), "engine.backend": backend, "engine.device": "cpu"},
+        )
+        engine = InswapperEngine(cfg)
+        assert engine.spec.backend == ("onnxruntime" if backend == "auto" else "eager")
+        frame = Frame(image=hopper_image, seq=0, captured_ns=0, pts=0.0)
+        frame.faces = list(faces)
+        engine.swap(frame, engine.prepare([astronaut_image]))
+        patches[backend] = frame.patches[0].image.astype(int)
+    assert patches["auto"].std() > 1  # a picture, not a constant
+    assert np.abs(patches["auto"] - patches["eager"]).max() <= 1

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from livswap.engine.models.arcface import ArcFace, convert_pickled_arcface
-from livswap.engine.simswap import align_224
+from livswap.engine.simswap import align_224, align_ffhq_512
 from livswap.models import ModelStore
 from livswap.track import detect_faces
-from tests.checkpoints import write_release_arcface, write_simswap_224
+from tests.checkpoints import write_release_arcface, write_simswap_224, write_simswap_512
 from tests.media import face_change, moving_frames, probe, run_livswap, write_video
 
 
@@ -74,8 +74,52 @@ def test_engine_runs_end_to_end_on_imported_weights(
     # Random weights make a nonsense face, but it is pasted where the face is, and only there.
     inside, outside = face_change(frames[2], before[2])
     assert inside > 30 and inside > 3 * outside, (inside, outside)  # outside: re-encoding noise
-    # The identity is cached: a second run finds it on disk.
+    # The identity is cached: a second run finds it on disk. The pickled ArcFace release was
+    # converted once to safetensors.
     assert list((model_folder / "cache").glob("id-*.npy"))
+    assert list((model_folder / "cache").glob("arcface-simswap-*.safetensors"))
+
+
+def test_simswap_512_swaps_a_photo(
+    model_folder: Path,
+    astronaut_jpg: Path,
+    hopper_jpg: Path,
+    hopper_image: np.ndarray,
+    tmp_path: Path,
+) -> None:
+    store = ModelStore(model_folder)
+    store.import_file("simswap-512", write_simswap_512(tmp_path / "550000_net_G.pth"))
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[models]\ndir = "{model_folder}"\n')
+    out = tmp_path / "swap.png"
+    result = run_livswap(
+        "--config",
+        str(cfg),
+        "--engine",
+        "simswap-512",
+        "--source",
+        str(astronaut_jpg),
+        "--input",
+        str(hopper_jpg),
+        "--output",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr
+    import cv2
+
+    swapped = np.asarray(cv2.cvtColor(cv2.imread(str(out)), cv2.COLOR_BGR2RGB), np.uint8)
+    inside, outside = face_change(swapped, hopper_image)
+    assert inside > 30 and inside > 3 * outside, (inside, outside)
+    # The 512 model's identity comes from its own FFHQ alignment: cached under its own key.
+    assert list((model_folder / "cache").glob("id-arcface-*-512-*.npy"))
+
+
+def test_ffhq_alignment_maps_keypoints_onto_its_template(hopper_image: np.ndarray) -> None:
+    face = detect_faces(hopper_image)[0]
+    m = align_ffhq_512(face.keypoints)
+    mapped = face.keypoints.astype(float) @ m[:, :2].T + m[:, 2]
+    assert abs(mapped[0][0] - 193) < 12 and abs(mapped[1][0] - 319) < 12
+    assert abs(mapped[2][1] - 314) < 15  # nose tip
 
 
 def test_engine_without_weights_says_how_to_get_them(astronaut_jpg: Path, tmp_path: Path) -> None:

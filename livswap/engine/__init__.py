@@ -31,6 +31,12 @@ def _simswap_224(cfg: Config) -> Engine:
     return SimSwapEngine(cfg)
 
 
+def _simswap_512(cfg: Config) -> Engine:
+    from livswap.engine.simswap import SimSwapEngine
+
+    return SimSwapEngine(cfg, name="simswap-512")
+
+
 def _inswapper_128(cfg: Config) -> Engine:
     from livswap.engine.inswapper import InswapperEngine
 
@@ -62,6 +68,12 @@ ENGINES: dict[str, EngineSpec] = {
             "simswap-224",
             "SimSwap 224 on your imported weights (non-commercial licence)",
             _simswap_224,
+            needs_source=True,
+        ),
+        EngineSpec(
+            "simswap-512",
+            "SimSwap 512 (beta) on your imported weights (non-commercial licence)",
+            _simswap_512,
             needs_source=True,
         ),
         EngineSpec(

@@ -16,11 +16,14 @@ from typing import Any
 import cv2
 import numpy as np
 import numpy.typing as npt
+import torch
 
 from livswap.compose import FacePatch, feather
 from livswap.config import Config
+from livswap.engine.backends import build_runner, onnx_runner, resolve_spec
 from livswap.engine.base import Identity
 from livswap.engine.identity import EmbeddingCache, blend
+from livswap.engine.models.inswapper import load_inswapper_onnx
 from livswap.engine.simswap import _similarity
 from livswap.errors import EngineError, ModelError
 from livswap.frame import Frame, Image
@@ -75,6 +78,11 @@ def _emap(path: Path) -> npt.NDArray[np.float32]:
     from onnx import numpy_helper
 
     model = onnx.load(str(path), load_external_data=False)
+    names = {i.name for i in model.graph.input}
+    if not {"target", "source"} <= names:
+        raise ModelError(
+            f"model inswapper-128: inputs are {sorted(names)}, expected 'target' and 'source'"
+        )
     emap = numpy_helper.to_array(model.graph.initializer[-1]).astype(np.float32)
     if emap.shape != (512, 512):
         raise ModelError(
@@ -85,10 +93,14 @@ def _emap(path: Path) -> npt.NDArray[np.float32]:
 
 @dataclass(frozen=True)
 class _Latent:
-    vector: npt.NDArray[np.float32]  # (1, 512)
+    vector: torch.Tensor  # (1, 512) on the engine's device
 
 
 class InswapperEngine:
+    """inswapper_128 on the user's files. ``[engine] backend`` "auto" runs the ONNX file itself
+    through ONNX Runtime; "eager", "compile" and "tensorrt" run the same network rebuilt in
+    PyTorch from the file's weights (the compiled GPU path)."""
+
     name = "inswapper-128"
     needs_faces = True
 
@@ -96,14 +108,22 @@ class InswapperEngine:
         store = ModelStore(model_dir(cfg.models.dir))
         swapper_path = store.require("inswapper-128")
         encoder_path = store.require("w600k-r50")
-        self.swapper = _session(swapper_path, "model inswapper-128")
-        self.encoder = _session(encoder_path, "model w600k-r50")
-        self.emap = _emap(swapper_path)
-        names = {i.name for i in self.swapper.get_inputs()}
-        if not {"target", "source"} <= names:
-            raise ModelError(
-                f"model inswapper-128: inputs are {sorted(names)}, expected 'target' and 'source'"
+        self.spec = resolve_spec(cfg.engine, default_backend="onnxruntime")
+        self.device = self.spec.device
+        cache = store.folder / "cache"
+        if self.spec.backend == "onnxruntime":
+            self.emap = _emap(swapper_path)
+            self.swapper = onnx_runner(swapper_path, self.spec)
+        else:
+            network, self.emap = load_inswapper_onnx(swapper_path)
+            self.swapper = build_runner(
+                network,
+                self.spec,
+                crop=SWAP_SIZE,
+                cache_dir=cache,
+                cache_key=f"inswapper-128-{sha256_of(swapper_path)[:16]}",
             )
+        self.encoder = _session(encoder_path, "model w600k-r50")
         self.encoder_input = self.encoder.get_inputs()[0].name
         self.embeddings = EmbeddingCache(
             store.folder / "cache", "w600k-" + sha256_of(encoder_path)[:16], self._encode
@@ -126,7 +146,8 @@ class InswapperEngine:
         latent = normed[None] @ self.emap
         latent /= max(float(np.linalg.norm(latent)), 1e-12)
         key = hashlib.sha256(latent.tobytes()).hexdigest()[:16]
-        return Identity(engine=self.name, key=key, data=_Latent(latent.astype(np.float32)))
+        vector = torch.from_numpy(latent.astype(np.float32)).to(self.device)
+        return Identity(engine=self.name, key=key, data=_Latent(vector))
 
     def prepare(self, sources: Sequence[Image], names: Sequence[str] | None = None) -> Identity:
         return self._identity(self.embeddings.identity_vector(sources, names, self.name))
@@ -148,9 +169,9 @@ class InswapperEngine:
         for face in frame.faces:
             m = arcface_transform(face.keypoints, SWAP_SIZE)
             crop = cv2.warpAffine(frame.image, m, (SWAP_SIZE, SWAP_SIZE))
-            blob = (crop.astype(np.float32) / 255.0).transpose(2, 0, 1)[None]
-            out = self.swapper.run(None, {"target": blob, "source": latent.vector})[0][0]
-            rgb = (np.clip(out.transpose(1, 2, 0), 0, 1) * 255 + 0.5).astype(np.uint8)
+            target = torch.from_numpy(crop).permute(2, 0, 1)[None].to(self.device).float() / 255
+            out = self.swapper(target, latent.vector)[0].clamp(0, 1).permute(1, 2, 0)
+            rgb = (out.cpu().numpy() * 255 + 0.5).astype(np.uint8)
             frame.patches.append(
                 FacePatch(
                     track_id=face.track_id,

@@ -1,5 +1,6 @@
-"""The ``simswap-224`` engine: SimSwap's generator with its ArcFace identity, on the user's own
-imported weight files. Alignment, identity and paste-back follow the official inference; the
+"""The ``simswap-224`` and ``simswap-512`` engines: SimSwap's generators with its ArcFace identity,
+on the user's own imported weight files. Alignment, identity and paste-back follow the official
+inference; the generator runs through any backend of :mod:`livswap.engine.backends`, and the
 paste-back goes through the same :class:`FacePatch` / compose path as the built-in engine.
 """
 
@@ -7,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +20,7 @@ import torch
 
 from livswap.compose import FacePatch, feather
 from livswap.config import Config
+from livswap.engine.backends import build_runner, resolve_spec
 from livswap.engine.base import Identity
 from livswap.engine.identity import EmbeddingCache, blend
 from livswap.engine.models.arcface import ArcFace, convert_pickled_arcface
@@ -29,11 +32,10 @@ from livswap.models.download import sha256_of
 from livswap.models.safety import load_state_dict
 from livswap.track.landmarks import face_index
 
-__all__ = ["SimSwapEngine", "align_224"]
+__all__ = ["SimSwapEngine", "align_224", "align_ffhq_512"]
 
 log = logging.getLogger(__name__)
 
-CROP = 224
 # SimSwap's five pose templates for the 224 "None" crop, in 112-pixel space (left eye, right eye,
 # nose, left and right mouth corner); the best-fitting one is used for each face.
 _TEMPLATES_112 = np.array(
@@ -66,11 +68,24 @@ def _similarity(
     return m
 
 
+# SimSwap 512's single FFHQ template, in 512-pixel space (the "ffhq" alignment mode).
+_FFHQ_512 = np.array(
+    [
+        [192.98138, 239.94708],
+        [318.90277, 240.1936],
+        [256.63416, 314.01935],
+        [201.26117, 371.41043],
+        [313.08905, 371.15118],
+    ],
+    np.float64,
+)
+
+
 def align_224(keypoints: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
     """The 2x3 transform from frame to a 224 crop, fitted to the best of the five templates."""
     pts = keypoints.astype(np.float64)
     best, best_err = None, np.inf
-    for template in _TEMPLATES_112 * (CROP / 112):
+    for template in _TEMPLATES_112 * (224 / 112):
         m = _similarity(pts, template)
         err = float(np.linalg.norm(pts @ m[:, :2].T + m[:, 2] - template, axis=1).sum())
         if err < best_err:
@@ -79,59 +94,80 @@ def align_224(keypoints: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
     return best
 
 
+def align_ffhq_512(keypoints: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+    """The 2x3 transform from frame to SimSwap 512's FFHQ-aligned 512 crop."""
+    return _similarity(keypoints.astype(np.float64), _FFHQ_512)
+
+
+@dataclass(frozen=True)
+class _Variant:
+    model: str  # registry name of the generator
+    crop: int
+    align: Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float64]]
+
+
+_VARIANTS = {
+    "simswap-224": _Variant("simswap-224", 224, align_224),
+    "simswap-512": _Variant("simswap-512", 512, align_ffhq_512),
+}
+
+
 @dataclass(frozen=True)
 class _Latent:
     vector: torch.Tensor  # (1, 512), L2-normalised
 
 
 class SimSwapEngine:
-    """SimSwap 224 on imported weights (``livswap models import simswap-224 ...`` and
-    ``arcface-simswap``). Runs on CUDA when present (fp16 with fp32 norm statistics), else CPU."""
+    """SimSwap 224 or 512 on imported weights (``livswap models import simswap-224 ...`` and
+    ``arcface-simswap``). Runs on CUDA when present (fp16 with fp32 norm statistics by default),
+    else on the CPU, through the backend ``[engine] backend`` names."""
 
     needs_faces = True
 
     def __init__(self, cfg: Config, *, name: str = "simswap-224") -> None:
+        if name not in _VARIANTS:
+            raise EngineError(f"unknown SimSwap engine {name!r}; known: {', '.join(_VARIANTS)}")
         self.name = name
         self.cfg = cfg
+        self.variant = _VARIANTS[name]
         store = ModelStore(model_dir(cfg.models.dir))
-        generator_path = store.require("simswap-224")
+        generator_path = store.require(self.variant.model)
         arcface_path = store.require("arcface-simswap")
-        want_cuda = cfg.engine.device in ("auto", "cuda") and torch.cuda.is_available()
-        if cfg.engine.device == "cuda" and not want_cuda:
-            raise EngineError("engine.device is 'cuda' but no CUDA device is available")
-        self.device = torch.device("cuda" if want_cuda else "cpu")
-        self.dtype = torch.float16 if want_cuda else torch.float32
-        label = f"model {name}"
+        self.spec = resolve_spec(cfg.engine)
+        self.device = self.spec.device
+        label = f"model {self.variant.model}"
         generator: SimSwapGenerator = load_simswap(
-            load_state_dict(generator_path, label), label, expect="224"
+            load_state_dict(generator_path, label), label, expect=name.removeprefix("simswap-")
         )
-        self.generator = generator.to(self.device, self.dtype).eval()
-        self.arcface = self._load_arcface(store, arcface_path).to(self.device).eval()
+        cache = store.folder / "cache"
+        self.generator = build_runner(
+            generator,
+            self.spec,
+            crop=self.variant.crop,
+            cache_dir=cache,
+            cache_key=f"{self.variant.model}-{sha256_of(generator_path)[:16]}",
+        )
+        self.arcface = load_arcface(cache, arcface_path).to(self.device).eval()
+        # The identity depends on the alignment (224 templates or FFHQ 512), so it is part of
+        # the embedding cache key.
         self.embeddings = EmbeddingCache(
-            store.folder / "cache", "arcface-" + sha256_of(arcface_path)[:16], self._encode
+            cache,
+            f"arcface-{sha256_of(arcface_path)[:16]}-{self.variant.crop}",
+            self._encode,
         )
         # The crop-edge feather is the same for every face: built once.
-        box = np.zeros((CROP, CROP), np.uint8)
-        box[8:-8, 8:-8] = 255
-        self.box_alpha = feather(box, 6.0)
-
-    @staticmethod
-    def _load_arcface(store: ModelStore, path: Path) -> ArcFace:
-        """The encoder, converted once from the pickled release to a plain state dict."""
-        converted = store.folder / "cache" / f"arcface-simswap-{sha256_of(path)[:16]}.pt"
-        model = ArcFace()
-        if converted.exists():
-            model.load_state_dict(load_state_dict(converted, "model arcface-simswap"))
-        else:
-            state = convert_pickled_arcface(path)
-            converted.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(state, converted)
-            model.load_state_dict(state)
-        return model
+        crop = self.variant.crop
+        margin = max(crop // 28, 2)
+        box = np.zeros((crop, crop), np.uint8)
+        box[margin:-margin, margin:-margin] = 255
+        self.box_alpha = feather(box, 6.0 * crop / 224)
 
     # -- identity ----------------------------------------------------------------------------
     def _encode(self, image: Image, keypoints: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        crop = cv2.warpAffine(image, align_224(keypoints), (CROP, CROP), flags=cv2.INTER_LINEAR)
+        size = self.variant.crop
+        crop = cv2.warpAffine(
+            image, self.variant.align(keypoints), (size, size), flags=cv2.INTER_LINEAR
+        )
         x = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 255.0
         x = (x - _IMAGENET_MEAN) / _IMAGENET_STD
         x = torch.nn.functional.interpolate(x, size=(112, 112))  # nearest, as the official code
@@ -143,7 +179,7 @@ class SimSwapEngine:
 
     def _identity(self, vector: npt.NDArray[np.float32]) -> Identity:
         key = hashlib.sha256(vector.tobytes()).hexdigest()[:16]
-        tensor = torch.from_numpy(vector)[None].to(self.device, self.dtype)
+        tensor = torch.from_numpy(vector)[None].to(self.device)
         return Identity(engine=self.name, key=key, data=_Latent(tensor))
 
     def prepare(self, sources: Sequence[Image], names: Sequence[str] | None = None) -> Identity:
@@ -166,21 +202,20 @@ class SimSwapEngine:
         latent: _Latent = identity.data
         idx = face_index()
         for face in frame.faces:
-            m = align_224(face.keypoints)
-            crop = cv2.warpAffine(frame.image, m, (CROP, CROP), flags=cv2.INTER_LINEAR)
-            x = torch.from_numpy(crop).permute(2, 0, 1)[None].to(self.device, self.dtype) / 255.0
-            with torch.inference_mode():
-                y = self.generator(x, latent.vector)
-            out = (y[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(
-                np.uint8
-            )
+            size = self.variant.crop
+            m = self.variant.align(face.keypoints)
+            crop = cv2.warpAffine(frame.image, m, (size, size), flags=cv2.INTER_LINEAR)
+            x = torch.from_numpy(crop).permute(2, 0, 1)[None].to(self.device).float() / 255.0
+            y = self.generator(x, latent.vector)
+            out = (y[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
             # Soft mask: the face outline in crop space, pulled in and feathered, inside a box
             # feather (the official paste-back's box blur, scaled to the crop).
             oval = face.landmarks[idx.face_oval, :2].astype(np.float64) @ m[:, :2].T + m[:, 2]
-            canvas = np.zeros((CROP, CROP), np.uint8)
+            canvas = np.zeros((size, size), np.uint8)
             cv2.fillPoly(canvas, [np.round(oval).astype(np.int32)], (255,))
-            mask = cv2.erode(canvas, np.ones((7, 7), np.uint8))
-            alpha = feather(mask, 6.0) * self.box_alpha
+            grow = max(3, size // 32)
+            mask = cv2.erode(canvas, np.ones((grow, grow), np.uint8))
+            alpha = feather(mask, 6.0 * size / 224) * self.box_alpha
             frame.patches.append(
                 FacePatch(
                     track_id=face.track_id,
@@ -191,11 +226,36 @@ class SimSwapEngine:
             )
 
     @staticmethod
-    def missing_models_hint(cfg: Config) -> str | None:
+    def missing_models_hint(cfg: Config, name: str = "simswap-224") -> str | None:
         store = ModelStore(model_dir(cfg.models.dir))
-        for name in ("simswap-224", "arcface-simswap"):
+        for model in (name, "arcface-simswap"):
             try:
-                store.require(name)
+                store.require(model)
             except ModelError as exc:
                 return str(exc)
         return None
+
+
+def load_arcface(cache: Path, path: Path) -> ArcFace:
+    """SimSwap's encoder. The release is a whole pickled module: it is converted once, without
+    running its code, to a safetensors file that later runs load directly."""
+    from safetensors.torch import load_file, save_file
+
+    converted = cache / f"arcface-simswap-{sha256_of(path)[:16]}.safetensors"
+    model = ArcFace()
+    if converted.exists():
+        try:
+            state = load_file(converted)
+        except Exception as exc:  # safetensors raises its own error types for damaged files
+            raise ModelError(
+                f"model arcface-simswap: converted copy {converted} is unreadable ({exc}); "
+                "delete it and it is rebuilt from the release"
+            ) from None
+    else:
+        state = dict(convert_pickled_arcface(path))
+        converted.parent.mkdir(parents=True, exist_ok=True)
+        partial = converted.with_name(converted.name + ".partial")
+        save_file({k: v.contiguous() for k, v in state.items()}, str(partial))
+        os.replace(partial, converted)
+    model.load_state_dict(state)
+    return model
