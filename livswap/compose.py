@@ -125,6 +125,12 @@ class Compositor:
     _fades: dict[int, _Fade] = field(default_factory=dict, init=False, repr=False)
 
     def compose(self, frame: Frame) -> None:
+        if frame.composited is not None:  # pasted on the GPU by the engine: only the label left
+            self._fades.clear()
+            if self.label is not None:
+                self.label.draw(frame.composited)
+            frame.output = frame.composited
+            return
         output = frame.image.copy()  # the captured image may be shared (still images repeat)
         step = 1.0 / self.cfg.fade_frames if self.fade and self.cfg.fade_frames > 0 else 1.0
         for state in self._fades.values():

@@ -60,18 +60,15 @@ def _check_gpu() -> tuple[bool, str]:
         import torch
     except ImportError:
         return False, "torch is not installed"
-    if torch.cuda.is_available():
-        name = torch.cuda.get_device_name(0)
-        return True, f"CUDA {torch.version.cuda}, {name}"
-    detail = "no CUDA device (the built-in 'mesh' engine runs on the CPU)"
-    try:
-        from cuda.bindings import runtime
+    from livswap.cuda.device import describe_gpus
 
-        err, _count = runtime.cudaGetDeviceCount()
-        detail += f"; cuda-python: {err.name}"
-    except ImportError:
-        pass
-    return False, detail
+    gpus = describe_gpus()
+    if not gpus:
+        return False, "no CUDA device (the built-in 'mesh' engine runs on the CPU)"
+    detail = "; ".join(gpu.describe() for gpu in gpus)
+    if not torch.cuda.is_available():
+        return False, f"{detail}; but this torch build has no CUDA (install a CUDA torch wheel)"
+    return True, f"{detail}; torch CUDA {torch.version.cuda}"
 
 
 def run_doctor(cfg: Config, out: TextIO) -> int:

@@ -46,6 +46,8 @@ class Frame:
         timings_ms: per-stage processing time in milliseconds, filled in by each stage.
         faces: tracked faces (``livswap.track.Face``), filled in by the track stage.
         patches: swapped face patches produced by the engine, consumed by compose.
+        composited: the frame with faces already pasted on the GPU by a neural engine's device
+            path; compose then labels it instead of pasting ``patches``.
         output: the composited result (RGB uint8), written by the compose stage.
         notes: small per-frame flags (for example ``"camera_lost"`` or ``"engine_failed"``).
     """
@@ -57,6 +59,7 @@ class Frame:
     timings_ms: dict[str, float] = field(default_factory=dict)
     faces: list[Any] = field(default_factory=list)
     patches: list[Any] = field(default_factory=list)
+    composited: Image | None = None
     output: Image | None = None
     notes: set[str] = field(default_factory=set)
 

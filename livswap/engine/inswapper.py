@@ -20,6 +20,7 @@ import torch
 
 from livswap.compose import FacePatch, feather
 from livswap.config import Config
+from livswap.cuda.frame_path import DeviceCompositor, DeviceFramePath
 from livswap.engine.backends import build_runner, onnx_runner, resolve_spec
 from livswap.engine.base import Identity
 from livswap.engine.identity import EmbeddingCache, blend
@@ -134,6 +135,14 @@ class InswapperEngine:
         inset = SWAP_SIZE // 10
         box[inset:-inset, inset:-inset] = 255
         self.box_alpha = feather(box, SWAP_SIZE / 20).astype(np.float32)
+        # On a GPU the whole paste-back stays on the device (one upload, one download).
+        self.device_compositor = (
+            DeviceCompositor(
+                DeviceFramePath(self.swapper, SWAP_SIZE, self.device), cfg.compose.fade_frames
+            )
+            if self.device.type == "cuda"
+            else None
+        )
 
     def _encode(self, image: Image, keypoints: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         crop = cv2.warpAffine(image, arcface_transform(keypoints, 112), (112, 112))
@@ -166,17 +175,23 @@ class InswapperEngine:
 
     def swap(self, frame: Frame, identity: Identity) -> None:
         latent: _Latent = identity.data
-        for face in frame.faces:
-            m = arcface_transform(face.keypoints, SWAP_SIZE)
+        placements = [
+            (face.track_id, arcface_transform(face.keypoints, SWAP_SIZE), self.box_alpha)
+            for face in frame.faces
+        ]
+        if self.device_compositor is not None:
+            self.device_compositor.swap(frame, placements, latent.vector)
+            return
+        for track_id, m, alpha in placements:
             crop = cv2.warpAffine(frame.image, m, (SWAP_SIZE, SWAP_SIZE))
             target = torch.from_numpy(crop).permute(2, 0, 1)[None].to(self.device).float() / 255
             out = self.swapper(target, latent.vector)[0].clamp(0, 1).permute(1, 2, 0)
             rgb = (out.cpu().numpy() * 255 + 0.5).astype(np.uint8)
             frame.patches.append(
                 FacePatch(
-                    track_id=face.track_id,
+                    track_id=track_id,
                     image=np.ascontiguousarray(rgb),
-                    alpha=self.box_alpha,
+                    alpha=alpha,
                     to_frame=cv2.invertAffineTransform(m).astype(np.float64),
                 )
             )

@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -20,6 +21,7 @@ import torch
 
 from livswap.compose import FacePatch, feather
 from livswap.config import Config
+from livswap.cuda.frame_path import DeviceCompositor, DeviceFramePath
 from livswap.engine.backends import build_runner, resolve_spec
 from livswap.engine.base import Identity
 from livswap.engine.identity import EmbeddingCache, blend
@@ -161,6 +163,14 @@ class SimSwapEngine:
         box = np.zeros((crop, crop), np.uint8)
         box[margin:-margin, margin:-margin] = 255
         self.box_alpha = feather(box, 6.0 * crop / 224)
+        # On a GPU the whole paste-back stays on the device (one upload, one download).
+        self.device_compositor = (
+            DeviceCompositor(
+                DeviceFramePath(self.generator, crop, self.device), cfg.compose.fade_frames
+            )
+            if self.device.type == "cuda"
+            else None
+        )
 
     # -- identity ----------------------------------------------------------------------------
     def _encode(self, image: Image, keypoints: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -198,29 +208,37 @@ class SimSwapEngine:
         return self._identity(blend(base, other, weight))
 
     # -- per frame ---------------------------------------------------------------------------
+    def placement(self, face: Any) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float32]]:
+        """Where a face's crop is (frame -> crop transform) and its paste-back alpha: the face
+        outline in crop space, pulled in and feathered, inside a box feather (the official
+        paste-back's box blur, scaled to the crop)."""
+        size = self.variant.crop
+        m = self.variant.align(face.keypoints)
+        oval = face.landmarks[face_index().face_oval, :2].astype(np.float64) @ m[:, :2].T + m[:, 2]
+        canvas = np.zeros((size, size), np.uint8)
+        cv2.fillPoly(canvas, [np.round(oval).astype(np.int32)], (255,))
+        grow = max(3, size // 32)
+        mask = cv2.erode(canvas, np.ones((grow, grow), np.uint8))
+        alpha = (feather(mask, 6.0 * size / 224) * self.box_alpha).astype(np.float32)
+        return m, alpha
+
     def swap(self, frame: Frame, identity: Identity) -> None:
         latent: _Latent = identity.data
-        idx = face_index()
-        for face in frame.faces:
-            size = self.variant.crop
-            m = self.variant.align(face.keypoints)
+        placements = [(face.track_id, *self.placement(face)) for face in frame.faces]
+        if self.device_compositor is not None:
+            self.device_compositor.swap(frame, placements, latent.vector)
+            return
+        size = self.variant.crop
+        for track_id, m, alpha in placements:
             crop = cv2.warpAffine(frame.image, m, (size, size), flags=cv2.INTER_LINEAR)
             x = torch.from_numpy(crop).permute(2, 0, 1)[None].to(self.device).float() / 255.0
             y = self.generator(x, latent.vector)
             out = (y[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
-            # Soft mask: the face outline in crop space, pulled in and feathered, inside a box
-            # feather (the official paste-back's box blur, scaled to the crop).
-            oval = face.landmarks[idx.face_oval, :2].astype(np.float64) @ m[:, :2].T + m[:, 2]
-            canvas = np.zeros((size, size), np.uint8)
-            cv2.fillPoly(canvas, [np.round(oval).astype(np.int32)], (255,))
-            grow = max(3, size // 32)
-            mask = cv2.erode(canvas, np.ones((grow, grow), np.uint8))
-            alpha = feather(mask, 6.0 * size / 224) * self.box_alpha
             frame.patches.append(
                 FacePatch(
-                    track_id=face.track_id,
+                    track_id=track_id,
                     image=np.ascontiguousarray(out),
-                    alpha=alpha.astype(np.float32),
+                    alpha=alpha,
                     to_frame=cv2.invertAffineTransform(m).astype(np.float64),
                 )
             )
