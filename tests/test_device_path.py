@@ -30,7 +30,7 @@ def face_job(image: np.ndarray, device: torch.device) -> FaceJob:
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_crop_matches_opencv(astronaut_image: np.ndarray, device: str) -> None:
-    m = cv2.getRotationMatrix2D((260, 200), 17.0, 1.7)
+    m = np.asarray(cv2.getRotationMatrix2D((260, 200), 17.0, 1.7), np.float64)
     m[:, 2] -= (150, 90)
     expected = cv2.warpAffine(astronaut_image, m, (224, 224), flags=cv2.INTER_LINEAR)
     frame = torch.from_numpy(astronaut_image).permute(2, 0, 1).float().to(device)
@@ -44,9 +44,10 @@ def test_device_path_pastes_like_the_cpu_compositor(hopper_image: np.ndarray, de
     job = face_job(hopper_image, torch.device(device))
     # CPU reference: OpenCV crop, the same generator, FacePatch paste-back.
     crop = cv2.warpAffine(hopper_image, job.to_crop, (224, 224), flags=cv2.INTER_LINEAR)
-    swapped = 255 - crop
+    swapped = np.asarray(255 - crop, np.uint8)
     expected = hopper_image.copy()
-    FacePatch(0, swapped, job.alpha, cv2.invertAffineTransform(job.to_crop)).paste(expected)
+    to_frame = np.asarray(cv2.invertAffineTransform(job.to_crop), np.float64)
+    FacePatch(0, swapped, job.alpha, to_frame).paste(expected)
 
     path = DeviceFramePath(invert, 224, torch.device(device))
     got, timings = path.submit(hopper_image, [job]).result()
