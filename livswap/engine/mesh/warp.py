@@ -43,13 +43,14 @@ class MeshRaster:
         """
         # Per triangle: source coordinates = S (2x3 vertex coords) @ barycentric(3x3 inverse).
         verts = source_points[self.triangles].astype(np.float64)  # (T, 3, 2)
-        affine = np.einsum("tvk,tvj->tkj", verts, self.inverse).astype(np.float32)  # (T, 2, 3)
-        # One extra "triangle" for uncovered pixels maps everything to (-1, -1).
+        affine = np.matmul(verts.transpose(0, 2, 1), self.inverse).astype(np.float32)  # (T, 2, 3)
+        # One extra "triangle" for uncovered pixels maps everything to (-1, -1). Gathered once
+        # as a (6, pixels) block: six separate gathers cost twice as much.
         coeffs = np.concatenate([affine.reshape(-1, 6), [[0, 0, -1, 0, 0, -1]]]).astype(np.float32)
         ids = self.tri_id.ravel()
         ids = np.where(ids >= 0, ids, len(affine))
         xs, ys = self._grid()
-        c = [np.take(coeffs[:, k], ids) for k in range(6)]
+        c = np.take(np.ascontiguousarray(coeffs.T), ids, axis=1)
         map_x = (c[0] * xs + c[1] * ys + c[2]).reshape(self.tri_id.shape)
         map_y = (c[3] * xs + c[4] * ys + c[5]).reshape(self.tri_id.shape)
         return map_x, map_y
