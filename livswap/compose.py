@@ -19,7 +19,7 @@ from livswap.config import ComposeConfig
 from livswap.frame import Frame, Image
 from livswap.label import DisclosureLabel
 
-__all__ = ["Compositor", "FacePatch", "feather", "masked_lowpass"]
+__all__ = ["Compositor", "FacePatch", "MaskSmoother", "feather", "masked_lowpass"]
 
 # OpenCV returns loosely typed arrays; intermediates here are float32 or uint8 by construction.
 FloatArray = npt.NDArray[Any]
@@ -161,6 +161,27 @@ class Compositor:
         if self.label is not None:
             self.label.draw(output)
         frame.output = output
+
+
+@dataclass
+class MaskSmoother:
+    """Temporal smoothing of per-face masks in aligned (crop) space, where the face holds still
+    while the head moves: an exponential average per track, so a mask's edge does not flicker
+    with small landmark noise. ``strength`` is ``[compose] temporal_smoothing``."""
+
+    strength: float
+    _last: dict[int, FloatArray] = field(default_factory=dict, init=False, repr=False)
+
+    def smooth(self, masks: dict[int, FloatArray]) -> dict[int, FloatArray]:
+        """This frame's mask per track id -> the smoothed ones; unseen tracks are forgotten."""
+        out = {}
+        for track_id, mask in masks.items():
+            last = self._last.get(track_id)
+            if last is not None and last.shape == mask.shape and self.strength > 0:
+                mask = cv2.addWeighted(last, self.strength, mask, 1.0 - self.strength, 0.0)
+            out[track_id] = mask
+        self._last = out
+        return out
 
 
 def _smooth(level: float) -> float:

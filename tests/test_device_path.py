@@ -110,3 +110,15 @@ def test_engine_device_compositor_feeds_compose(hopper_image: np.ndarray) -> Non
         assert 0 < labelled.mean() < 0.1  # only the label was added
         changes.append(np.abs(pasted.astype(int) - hopper_image).mean())
     assert changes[0] < changes[1] < changes[2] < changes[3] == changes[4]  # fading in
+
+
+def test_mask_smoother_follows_a_jump_gradually_per_track() -> None:
+    from livswap.compose import MaskSmoother
+
+    smoother = MaskSmoother(0.6)
+    zeros, ones = np.zeros((8, 8), np.float32), np.ones((8, 8), np.float32)
+    assert smoother.smooth({1: zeros})[1].max() == 0
+    step = smoother.smooth({1: ones, 2: ones})
+    assert np.allclose(step[1], 0.4) and np.allclose(step[2], 1.0)  # a new track starts sharp
+    assert np.allclose(smoother.smooth({1: ones})[1], 0.64)
+    assert np.allclose(smoother.smooth({2: zeros})[2], 0.0)  # track 2 was forgotten meanwhile

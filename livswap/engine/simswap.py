@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from livswap.compose import FacePatch, feather
+from livswap.compose import FacePatch, MaskSmoother, feather
 from livswap.config import Config
 from livswap.cuda.frame_path import DeviceCompositor, DeviceFramePath
 from livswap.engine.backends import build_runner, resolve_spec
@@ -163,6 +163,7 @@ class SimSwapEngine:
         box = np.zeros((crop, crop), np.uint8)
         box[margin:-margin, margin:-margin] = 255
         self.box_alpha = feather(box, 6.0 * crop / 224)
+        self.mask_smoother = MaskSmoother(cfg.compose.temporal_smoothing)
         # On a GPU the whole paste-back stays on the device (one upload, one download).
         self.device_compositor = (
             DeviceCompositor(
@@ -224,7 +225,9 @@ class SimSwapEngine:
 
     def swap(self, frame: Frame, identity: Identity) -> None:
         latent: _Latent = identity.data
-        placements = [(face.track_id, *self.placement(face)) for face in frame.faces]
+        placed = {face.track_id: self.placement(face) for face in frame.faces}
+        alphas = self.mask_smoother.smooth({tid: alpha for tid, (_, alpha) in placed.items()})
+        placements = [(tid, m, alphas[tid]) for tid, (m, _) in placed.items()]
         if self.device_compositor is not None:
             self.device_compositor.swap(frame, placements, latent.vector)
             return
