@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import types
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -54,12 +55,23 @@ def write_release_arcface(path: Path, seed: int = 0) -> Path:
     return path
 
 
+def _save_graph(graph: Any, path: Path) -> Path:
+    """Wrap a graph in an opset-17 model the way the releases are stored, check it, save it."""
+    import onnx
+    from onnx import helper
+
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
 def write_inswapper_onnx(path: Path, seed: int = 0) -> Path:
     """inswapper_128's I/O contract: inputs ``target`` (1,3,128,128) in [0,1] and ``source``
     (1,512); one output (1,3,128,128) in [0,1]; the 512x512 ``emap`` as the last initializer.
     The body is a small stand-in network (a 1x1 conv modulated by the latent)."""
     import numpy as np
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)
@@ -86,17 +98,12 @@ def write_inswapper_onnx(path: Path, seed: int = 0) -> Path:
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 3, 128, 128])],
         initializer=inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
+    return _save_graph(graph, path)
 
 
 def write_w600k_onnx(path: Path, seed: int = 0) -> Path:
     """w600k_r50's I/O: a (1,3,112,112) face, (x-127.5)/127.5, to a raw 512-d embedding."""
     import numpy as np
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)
@@ -115,11 +122,7 @@ def write_w600k_onnx(path: Path, seed: int = 0) -> Path:
         [helper.make_tensor_value_info("683", TensorProto.FLOAT, [1, 512])],
         initializer=inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
+    return _save_graph(graph, path)
 
 
 def build_small_inswapper(

@@ -7,24 +7,19 @@ paste-back goes through the shared :class:`FacePatch` / compose path.
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 import numpy.typing as npt
-import torch
 
-from livswap.compose import FacePatch, feather
+from livswap.compose import feather
 from livswap.config import Config
-from livswap.cuda.frame_path import DeviceCompositor, DeviceFramePath
 from livswap.engine.backends import build_runner, onnx_runner, resolve_spec
-from livswap.engine.base import Identity
-from livswap.engine.identity import EmbeddingCache, blend
+from livswap.engine.identity import EmbeddingCache
 from livswap.engine.models.inswapper import load_inswapper_onnx
+from livswap.engine.neural import NeuralEngine, Placement
 from livswap.engine.simswap import _similarity
 from livswap.errors import EngineError, ModelError
 from livswap.frame import Frame, Image
@@ -92,18 +87,13 @@ def _emap(path: Path) -> npt.NDArray[np.float32]:
     return emap
 
 
-@dataclass(frozen=True)
-class _Latent:
-    vector: torch.Tensor  # (1, 512) on the engine's device
-
-
-class InswapperEngine:
+class InswapperEngine(NeuralEngine):
     """inswapper_128 on the user's files. ``[engine] backend`` "auto" runs the ONNX file itself
     through ONNX Runtime; "eager", "compile" and "tensorrt" run the same network rebuilt in
     PyTorch from the file's weights (the compiled GPU path)."""
 
     name = "inswapper-128"
-    needs_faces = True
+    crop = SWAP_SIZE
 
     def __init__(self, cfg: Config) -> None:
         store = ModelStore(model_dir(cfg.models.dir))
@@ -114,10 +104,10 @@ class InswapperEngine:
         cache = store.folder / "cache"
         if self.spec.backend == "onnxruntime":
             self.emap = _emap(swapper_path)
-            self.swapper = onnx_runner(swapper_path, self.spec)
+            self.generator = onnx_runner(swapper_path, self.spec)
         else:
             network, self.emap = load_inswapper_onnx(swapper_path)
-            self.swapper = build_runner(
+            self.generator = build_runner(
                 network,
                 self.spec,
                 crop=SWAP_SIZE,
@@ -135,14 +125,7 @@ class InswapperEngine:
         inset = SWAP_SIZE // 10
         box[inset:-inset, inset:-inset] = 255
         self.box_alpha = feather(box, SWAP_SIZE / 20).astype(np.float32)
-        # On a GPU the whole paste-back stays on the device (one upload, one download).
-        self.device_compositor = (
-            DeviceCompositor(
-                DeviceFramePath(self.swapper, SWAP_SIZE, self.device), cfg.compose.fade_frames
-            )
-            if self.device.type == "cuda"
-            else None
-        )
+        self._start_device_path(cfg)
 
     def _encode(self, image: Image, keypoints: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         crop = cv2.warpAffine(image, arcface_transform(keypoints, 112), (112, 112))
@@ -151,47 +134,13 @@ class InswapperEngine:
         embedding: npt.NDArray[np.float32] = np.asarray(outputs[0][0], np.float32)
         return embedding
 
-    def _identity(self, normed: npt.NDArray[np.float32]) -> Identity:
-        latent = normed[None] @ self.emap
-        latent /= max(float(np.linalg.norm(latent)), 1e-12)
-        key = hashlib.sha256(latent.tobytes()).hexdigest()[:16]
-        vector = torch.from_numpy(latent.astype(np.float32)).to(self.device)
-        return Identity(engine=self.name, key=key, data=_Latent(vector))
+    def latent(self, embedding: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """InsightFace's latent: the normalised embedding through ``emap``, normalised again."""
+        latent: npt.NDArray[np.float32] = embedding[None] @ self.emap
+        return latent / max(float(np.linalg.norm(latent)), 1e-12)
 
-    def prepare(self, sources: Sequence[Image], names: Sequence[str] | None = None) -> Identity:
-        return self._identity(self.embeddings.identity_vector(sources, names, self.name))
-
-    def prepare_mix(
-        self,
-        sources: Sequence[Image],
-        mix: Image,
-        weight: float,
-        names: Sequence[str] | None = None,
-    ) -> Identity:
-        """Blend a second identity in (MFIM's identity mixing, at the embedding level)."""
-        base = self.embeddings.identity_vector(sources, names, self.name)
-        other = self.embeddings.identity_vector([mix], ["mix photo"], self.name)
-        return self._identity(blend(base, other, weight))
-
-    def swap(self, frame: Frame, identity: Identity) -> None:
-        latent: _Latent = identity.data
-        placements = [
+    def placements(self, frame: Frame) -> list[Placement]:
+        return [
             (face.track_id, arcface_transform(face.keypoints, SWAP_SIZE), self.box_alpha)
             for face in frame.faces
         ]
-        if self.device_compositor is not None:
-            self.device_compositor.swap(frame, placements, latent.vector)
-            return
-        for track_id, m, alpha in placements:
-            crop = cv2.warpAffine(frame.image, m, (SWAP_SIZE, SWAP_SIZE))
-            target = torch.from_numpy(crop).permute(2, 0, 1)[None].to(self.device).float() / 255
-            out = self.swapper(target, latent.vector)[0].clamp(0, 1).permute(1, 2, 0)
-            rgb = (out.cpu().numpy() * 255 + 0.5).astype(np.uint8)
-            frame.patches.append(
-                FacePatch(
-                    track_id=track_id,
-                    image=np.ascontiguousarray(rgb),
-                    alpha=alpha,
-                    to_frame=cv2.invertAffineTransform(m).astype(np.float64),
-                )
-            )

@@ -6,10 +6,9 @@ paste-back goes through the same :class:`FacePatch` / compose path as the built-
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,14 +18,13 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from livswap.compose import FacePatch, MaskSmoother, feather
+from livswap.compose import MaskSmoother, feather
 from livswap.config import Config
-from livswap.cuda.frame_path import DeviceCompositor, DeviceFramePath
 from livswap.engine.backends import build_runner, resolve_spec
-from livswap.engine.base import Identity
-from livswap.engine.identity import EmbeddingCache, blend
+from livswap.engine.identity import EmbeddingCache
 from livswap.engine.models.arcface import ArcFace, convert_pickled_arcface
 from livswap.engine.models.simswap import SimSwapGenerator, load_simswap
+from livswap.engine.neural import NeuralEngine, Placement
 from livswap.errors import EngineError, ModelError
 from livswap.frame import Frame, Image
 from livswap.models import ModelStore, model_dir
@@ -114,24 +112,17 @@ _VARIANTS = {
 }
 
 
-@dataclass(frozen=True)
-class _Latent:
-    vector: torch.Tensor  # (1, 512), L2-normalised
-
-
-class SimSwapEngine:
+class SimSwapEngine(NeuralEngine):
     """SimSwap 224 or 512 on imported weights (``livswap models import simswap-224 ...`` and
     ``arcface-simswap``). Runs on CUDA when present (fp16 with fp32 norm statistics by default),
     else on the CPU, through the backend ``[engine] backend`` names."""
-
-    needs_faces = True
 
     def __init__(self, cfg: Config, *, name: str = "simswap-224") -> None:
         if name not in _VARIANTS:
             raise EngineError(f"unknown SimSwap engine {name!r}; known: {', '.join(_VARIANTS)}")
         self.name = name
-        self.cfg = cfg
         self.variant = _VARIANTS[name]
+        self.crop = self.variant.crop
         store = ModelStore(model_dir(cfg.models.dir))
         generator_path = store.require(self.variant.model)
         arcface_path = store.require("arcface-simswap")
@@ -164,14 +155,7 @@ class SimSwapEngine:
         box[margin:-margin, margin:-margin] = 255
         self.box_alpha = feather(box, 6.0 * crop / 224)
         self.mask_smoother = MaskSmoother(cfg.compose.temporal_smoothing)
-        # On a GPU the whole paste-back stays on the device (one upload, one download).
-        self.device_compositor = (
-            DeviceCompositor(
-                DeviceFramePath(self.generator, crop, self.device), cfg.compose.fade_frames
-            )
-            if self.device.type == "cuda"
-            else None
-        )
+        self._start_device_path(cfg)
 
     # -- identity ----------------------------------------------------------------------------
     def _encode(self, image: Image, keypoints: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -188,25 +172,9 @@ class SimSwapEngine:
             )
         return latent
 
-    def _identity(self, vector: npt.NDArray[np.float32]) -> Identity:
-        key = hashlib.sha256(vector.tobytes()).hexdigest()[:16]
-        tensor = torch.from_numpy(vector)[None].to(self.device)
-        return Identity(engine=self.name, key=key, data=_Latent(tensor))
-
-    def prepare(self, sources: Sequence[Image], names: Sequence[str] | None = None) -> Identity:
-        return self._identity(self.embeddings.identity_vector(sources, names, self.name))
-
-    def prepare_mix(
-        self,
-        sources: Sequence[Image],
-        mix: Image,
-        weight: float,
-        names: Sequence[str] | None = None,
-    ) -> Identity:
-        """Blend a second identity in (MFIM's identity mixing, at the embedding level)."""
-        base = self.embeddings.identity_vector(sources, names, self.name)
-        other = self.embeddings.identity_vector([mix], ["mix photo"], self.name)
-        return self._identity(blend(base, other, weight))
+    def latent(self, embedding: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """SimSwap feeds the (averaged, L2-normalised) ArcFace embedding itself."""
+        return embedding[None]
 
     # -- per frame ---------------------------------------------------------------------------
     def placement(self, face: Any) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float32]]:
@@ -223,38 +191,10 @@ class SimSwapEngine:
         alpha = (feather(mask, 6.0 * size / 224) * self.box_alpha).astype(np.float32)
         return m, alpha
 
-    def swap(self, frame: Frame, identity: Identity) -> None:
-        latent: _Latent = identity.data
+    def placements(self, frame: Frame) -> list[Placement]:
         placed = {face.track_id: self.placement(face) for face in frame.faces}
         alphas = self.mask_smoother.smooth({tid: alpha for tid, (_, alpha) in placed.items()})
-        placements = [(tid, m, alphas[tid]) for tid, (m, _) in placed.items()]
-        if self.device_compositor is not None:
-            self.device_compositor.swap(frame, placements, latent.vector)
-            return
-        size = self.variant.crop
-        for track_id, m, alpha in placements:
-            crop = cv2.warpAffine(frame.image, m, (size, size), flags=cv2.INTER_LINEAR)
-            x = torch.from_numpy(crop).permute(2, 0, 1)[None].to(self.device).float() / 255.0
-            y = self.generator(x, latent.vector)
-            out = (y[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
-            frame.patches.append(
-                FacePatch(
-                    track_id=track_id,
-                    image=np.ascontiguousarray(out),
-                    alpha=alpha,
-                    to_frame=cv2.invertAffineTransform(m).astype(np.float64),
-                )
-            )
-
-    @staticmethod
-    def missing_models_hint(cfg: Config, name: str = "simswap-224") -> str | None:
-        store = ModelStore(model_dir(cfg.models.dir))
-        for model in (name, "arcface-simswap"):
-            try:
-                store.require(model)
-            except ModelError as exc:
-                return str(exc)
-        return None
+        return [(tid, m, alphas[tid]) for tid, (m, _) in placed.items()]
 
 
 def load_arcface(cache: Path, path: Path) -> ArcFace:
