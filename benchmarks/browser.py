@@ -9,6 +9,11 @@ preview and when the same index is displayed in the returned video: that differe
 latency through encode, network, the server pipeline, decode, jitter buffer and render (it leaves
 out the camera-to-local-preview time, about one frame). Frames per second are the browser's
 decoded frames of the returned track.
+
+Everything runs on this machine, so the report also says how many cores each part used over the
+measured window (the server's network process, its swap worker, the browser, the Playwright
+driver) and how much CPU the hypervisor took away ("steal"): on a shared virtual machine a busy
+neighbour shows up there, and the figures of such a run are not comparable with a quiet one.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
+import psutil
 
 from benchmarks.chromium import chromium, free_port, livswap_server, write_y4m
 
@@ -65,6 +71,53 @@ def stamp_indices(frames: list[np.ndarray]) -> list[np.ndarray]:
     return stamped
 
 
+class CpuMeter:
+    """Cores used per part of the benchmark, and the machine's steal, between start and stop."""
+
+    def __init__(self, server_pid: int) -> None:
+        self.server = psutil.Process(server_pid)
+        self.me = psutil.Process()
+
+    def _groups(self) -> dict[str, list[psutil.Process]]:
+        workers = self.server.children(recursive=True)
+        ours = {self.server.pid, *(p.pid for p in workers)}
+        others = [p for p in self.me.children(recursive=True) if p.pid not in ours]
+        browser = [p for p in others if "chrom" in p.name().lower()]
+        return {
+            "server": [self.server],
+            "swap_worker": workers,
+            "browser": browser,
+            "harness": [self.me, *(p for p in others if p not in browser)],
+        }
+
+    def _sample(self) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        for group, procs in self._groups().items():
+            total = 0.0
+            for proc in procs:
+                try:
+                    times = proc.cpu_times()
+                    total += times.user + times.system
+                except psutil.Error:  # gone meanwhile
+                    pass
+            totals[group] = total
+        return totals
+
+    def start(self) -> None:
+        self._t0, self._cpu0, self._machine0 = time.monotonic(), self._sample(), psutil.cpu_times()
+
+    def stop(self) -> dict[str, float]:
+        elapsed = time.monotonic() - self._t0
+        cpu, machine = self._sample(), psutil.cpu_times()
+        cores = {f"{k}_cores": round((cpu[k] - self._cpu0.get(k, 0.0)) / elapsed, 3) for k in cpu}
+        spent = {f: getattr(machine, f) - getattr(self._machine0, f) for f in machine._fields}
+        total = sum(spent.values()) or 1.0
+        return cores | {
+            "machine_idle_pct": round(100 * spent.get("idle", 0.0) / total, 1),
+            "machine_steal_pct": round(100 * spent.get("steal", 0.0) / total, 1),
+        }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -91,7 +144,7 @@ def main() -> None:
         camera = write_y4m(Path(tmp) / "camera.y4m", stamp_indices(camera_frames(args.camera, 150)))
         port = free_port()
         with (
-            livswap_server(port),
+            livswap_server(port, log=Path(tmp) / "serve.log") as server,
             chromium(camera, Path(tmp) / "profile") as ws,
             sync_playwright() as pw,
         ):
@@ -106,14 +159,17 @@ def main() -> None:
             page.wait_for_function("window.livswap.framesDecoded > 10", timeout=60_000)
             time.sleep(args.warmup)
             page.evaluate("window.livswap.measuredLatencyMs = []")
-            fps, server = [], []
+            fps, server_ms = [], []
+            meter = CpuMeter(server.pid)
+            meter.start()
             start_frames = page.evaluate("window.livswap.framesDecoded")
             start = time.monotonic()
             while time.monotonic() - start < args.seconds:
                 time.sleep(1.0)
                 fps.append(page.evaluate("window.livswap.fps"))
-                server.append(page.evaluate("window.livswap.serverLatencyMs"))
+                server_ms.append(page.evaluate("window.livswap.serverLatencyMs"))
             elapsed = time.monotonic() - start
+            cpu = meter.stop()
             frames = page.evaluate("window.livswap.framesDecoded") - start_frames
             latencies = page.evaluate("window.livswap.measuredLatencyMs")
             stats_line = page.inner_text("#stats")
@@ -122,6 +178,8 @@ def main() -> None:
                 page.screenshot(path=str(args.screenshot))
             error = page.evaluate("window.livswap.error")
             browser.close()
+        server_log = (Path(tmp) / "serve.log").read_text()
+        peer_lines = [line for line in server_log.splitlines() if "closed;" in line]
     lat = np.asarray(latencies, float)
     result = {
         "engine": args.engine,
@@ -136,11 +194,16 @@ def main() -> None:
         if lat.size
         else None,
         "latency_samples": int(lat.size),
-        "server_latency_ms_median": round(float(np.median([s for s in server if s is not None])), 1)
-        if any(s is not None for s in server)
+        "server_latency_ms_median": round(
+            float(np.median([s for s in server_ms if s is not None])), 1
+        )
+        if any(s is not None for s in server_ms)
         else None,
         "server_dropped": dropped,
         "stats_line": stats_line,
+        "cpu": cpu,
+        "server_peer_summary": peer_lines[-1] if peer_lines else None,
+        "machine_cpus": psutil.cpu_count(),
         "error": error,
     }
     args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -56,31 +57,40 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def livswap_server(port: int, *extra: str) -> Iterator[subprocess.Popen[str]]:
-    """``livswap serve`` in a subprocess (the real CLI), stopped with SIGTERM afterwards."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "livswap", "serve", "--port", str(port), *extra],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1):
-                    break
-            except OSError:
-                if proc.poll() is not None:
-                    log = proc.stderr.read() if proc.stderr else ""
-                    raise RuntimeError(f"livswap serve exited: {log}") from None
-                time.sleep(0.2)
-        yield proc
-    finally:
-        proc.terminate()
+def livswap_server(
+    port: int, *extra: str, log: Path | None = None
+) -> Iterator[subprocess.Popen[str]]:
+    """``livswap serve`` in a subprocess (the real CLI), stopped with SIGTERM afterwards.
+
+    Its log goes to ``log`` (a temporary file when not given): a file never fills up and stalls
+    the server the way an unread pipe would.
+    """
+    with contextlib.ExitStack() as stack:
+        if log is None:
+            log = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "serve.log"
+        log_file = stack.enter_context(log.open("w"))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "livswap", "serve", "--port", str(port), *extra],
+            stderr=log_file,
+            text=True,
+        )
         try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1):
+                        break
+                except OSError:
+                    if proc.poll() is not None:
+                        raise RuntimeError(f"livswap serve exited: {log.read_text()}") from None
+                    time.sleep(0.2)
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 @contextlib.contextmanager

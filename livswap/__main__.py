@@ -1,3 +1,4 @@
 from livswap.cli import entry_point
 
-entry_point()
+if __name__ == "__main__":  # also imported by spawned worker processes
+    entry_point()

@@ -121,6 +121,7 @@ class ServeConfig:
     accepted_types: tuple[str, ...]
     idle_timeout_s: Annotated[float, Range(5, 86400)]
     max_sources: Annotated[int, Range(1, 1000)]
+    overlap_stages: bool
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from livswap.output.base import Sink
 from livswap.slot import LatestSlot
 from livswap.stats import PipelineStats
 
-__all__ = ["Pipeline", "Stage"]
+__all__ = ["Pipeline", "Stage", "run_stage", "serial_stage"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,51 @@ class Stage:
     name: str
     run: Callable[[Frame], None]
     recover: Callable[[Frame, BaseException], None] | None = None
+
+
+def run_stage(stage: Stage, frame: Frame, failures_logged: set[str]) -> bool:
+    """Run one stage on one frame; False when it failed and ``recover`` made the frame passable.
+
+    A :class:`LivswapError`, or any error in a stage without ``recover``, propagates. Each
+    stage's first failure is logged (its name goes into ``failures_logged``); a bad stream is
+    loud enough with one line. The stage's time goes into ``frame.timings_ms``.
+    """
+    start = time.perf_counter()
+    try:
+        stage.run(frame)
+        return True
+    except Exception as exc:
+        if stage.recover is None or isinstance(exc, LivswapError):
+            raise
+        if stage.name not in failures_logged:
+            failures_logged.add(stage.name)
+            log.warning(
+                "Pipeline: stage %s failed on frame %d, passing it through: %r",
+                stage.name,
+                frame.seq,
+                exc,
+            )
+        frame.notes.add(f"{stage.name}_failed")
+        stage.recover(frame, exc)
+        return False
+    finally:
+        frame.timings_ms[stage.name] = (time.perf_counter() - start) * 1e3
+
+
+def serial_stage(stages: Sequence[Stage], name: str) -> Stage:
+    """``stages`` run one after another in a single stage (one thread, no hand-overs).
+
+    Each keeps its own recovery and timing. For a machine with few cores and other busy
+    processes, where stages in threads of their own only compete for the same cores.
+    """
+    parts = list(stages)
+    failures_logged: set[str] = set()
+
+    def run(frame: Frame) -> None:
+        for stage in parts:
+            run_stage(stage, frame, failures_logged)
+
+    return Stage(name, run)
 
 
 class Pipeline:
@@ -78,6 +123,11 @@ class Pipeline:
         self._executors: list[ThreadPoolExecutor] = []
         self._error: BaseException | None = None
         self._failure_logged: set[str] = set()
+
+    @property
+    def dropped(self) -> int:
+        """Frames dropped so far at the hand-overs between stages (live runs)."""
+        return sum(slot.dropped for slot in self._slots)
 
     def stop(self) -> None:
         """Ask the run to finish (safe from signal handlers on the loop thread)."""
@@ -174,29 +224,7 @@ class Pipeline:
             out.close()
 
     def _run_stage(self, stage: Stage, frame: Frame) -> bool:
-        """Run one stage on one frame in its worker thread; False when it failed and recovered."""
-        start = time.perf_counter()
-        try:
-            stage.run(frame)
-            return True
-        except Exception as exc:
-            if stage.recover is None or isinstance(exc, LivswapError):
-                raise
-            if (
-                stage.name not in self._failure_logged
-            ):  # once per stage: a bad stream is loud enough
-                self._failure_logged.add(stage.name)
-                log.warning(
-                    "Pipeline: stage %s failed on frame %d, passing it through: %r",
-                    stage.name,
-                    frame.seq,
-                    exc,
-                )
-            frame.notes.add(f"{stage.name}_failed")
-            stage.recover(frame, exc)
-            return False
-        finally:
-            frame.timings_ms[stage.name] = (time.perf_counter() - start) * 1e3
+        return run_stage(stage, frame, self._failure_logged)
 
     def _write(self, frame: Frame) -> None:
         start = time.perf_counter()

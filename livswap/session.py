@@ -28,7 +28,7 @@ from livswap.output import (
     VirtualCameraSink,
     check_writable,
 )
-from livswap.pipeline import Pipeline, Stage
+from livswap.pipeline import Pipeline, Stage, run_stage
 
 __all__ = ["BatchResult", "Run", "build_run", "output_kind", "swap_folder"]
 
@@ -228,6 +228,7 @@ def swap_folder(
     identity = prepare_identity(cfg, engine)
     stages = build_stages(cfg, engine, identity, still=True)
     result = BatchResult(written=0, no_face=0, skipped=[])
+    failures_logged: set[str] = set()
     files = sorted(p for p in input_dir.iterdir() if p.is_file())
     for seq, path in enumerate(files):
         if path.suffix.lower() not in IMAGE_SUFFIXES:
@@ -237,12 +238,7 @@ def swap_folder(
                 image = read_image(path, "input image")
                 frame = Frame(image=image, seq=seq, captured_ns=0, pts=0.0)
                 for stage in stages:
-                    try:
-                        stage.run(frame)
-                    except Exception:
-                        if stage.recover is None:
-                            raise
-                        stage.recover(frame, RuntimeError(stage.name))
+                    run_stage(stage, frame, failures_logged)
                 if "no_face" in frame.notes:
                     result.no_face += 1
                 ImageFileSink(output_dir / path.name).send(frame)

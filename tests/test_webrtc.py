@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -13,9 +15,13 @@ import numpy as np
 import pytest
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
+from aiortc.jitterbuffer import JitterBuffer
+from aiortc.rtp import RtpPacket
 
 from livswap.config import Config, load_config
 from livswap.label import label_box
+from livswap.webrtc.jitter import MarkerJitterBuffer
+from livswap.webrtc.ring import FrameRing
 from livswap.webrtc.server import Server, create_app, enable_loopback_candidates
 from tests.media import moving_frames
 
@@ -49,10 +55,14 @@ async def _serve(cfg: Config, token: str | None = None) -> tuple[web.AppRunner, 
     return runner, f"http://127.0.0.1:{port}", server
 
 
+@pytest.mark.parametrize("kill_worker", [False, True], ids=["steady", "worker-killed"])
 def test_client_peer_gets_swapped_labelled_frames_back(
-    hopper_image: np.ndarray, astronaut_jpg: Path
+    hopper_image: np.ndarray, astronaut_jpg: Path, kill_worker: bool
 ) -> None:
+    """Frames come back swapped and labelled; if the swap worker dies mid-call, the video goes
+    on (unswapped but labelled) and swapping resumes in a new worker."""
     frames = moving_frames(hopper_image, 60, (480, 560))
+    wanted = 150 if kill_worker else 40
 
     async def scenario() -> dict[str, Any]:
         runner, url, server = await _serve(load_config())
@@ -79,9 +89,13 @@ def test_client_peer_gets_swapped_labelled_frames_back(
                 @pc.on("track")
                 def _track(track: Any) -> None:
                     async def read() -> None:
-                        while len(received) < 40:
+                        while len(received) < wanted:
                             frame = await track.recv()
                             received.append(frame.to_ndarray(format="rgb24"))
+                            if kill_worker and len(received) == 20:
+                                pid = server.worker.pid
+                                assert pid is not None and pid != os.getpid()
+                                os.kill(pid, signal.SIGKILL)
                         done.set()
 
                     readers.append(asyncio.ensure_future(read()))
@@ -99,8 +113,9 @@ def test_client_peer_gets_swapped_labelled_frames_back(
                     assert r.status == 200, await r.text()
                     answer = await r.json()
                 await pc.setRemoteDescription(RTCSessionDescription(**answer))
-                await asyncio.wait_for(done.wait(), timeout=60)
+                await asyncio.wait_for(done.wait(), timeout=90)
                 peers_during = len(server.peers)
+                failed = sum(p.remote.stats.frames_failed for p in server.peers.values())
                 await pc.close()
                 deadline = time.monotonic() + 10
                 while server.peers and time.monotonic() < deadline:
@@ -110,6 +125,7 @@ def test_client_peer_gets_swapped_labelled_frames_back(
                     "received": received,
                     "peers_during": peers_during,
                     "peers_after": len(server.peers),
+                    "failed": failed,
                 }
         finally:
             await runner.cleanup()
@@ -119,7 +135,9 @@ def test_client_peer_gets_swapped_labelled_frames_back(
     assert result["states"][-1] == "closed"
     assert result["peers_during"] == 1 and result["peers_after"] == 0
     received = result["received"]
-    assert len(received) == 40 and received[-1].shape == (560, 480, 3)
+    assert len(received) == wanted and received[-1].shape == (560, 480, 3)
+    # Frames passed through while no worker ran are counted, and only then.
+    assert (result["failed"] > 0) == kill_worker
     # The face was swapped: the returned frame differs from every input frame in the face area.
     last = received[-1].astype(int)
     best = min(
@@ -127,8 +145,55 @@ def test_client_peer_gets_swapped_labelled_frames_back(
     )
     assert best > 8
     x0, y0, x1, y1 = label_box(480, 560)
-    box = received[-1][y0:y1, x0:x1].mean(axis=2)
-    assert np.percentile(box, 99) > 180 and np.median(box) < 90  # white text on a dark box
+    for frame in received[5:]:  # every frame, also those passed through: labelled
+        box = frame[y0:y1, x0:x1].mean(axis=2)
+        assert np.percentile(box, 99) > 180 and np.median(box) < 90  # white text, dark box
+
+
+def _rtp(seq: int, timestamp: int, marker: bool) -> RtpPacket:
+    packet = RtpPacket(sequence_number=seq, timestamp=timestamp, marker=int(marker))
+    packet._data = bytes([seq % 256])  # type: ignore[attr-defined]  # as aiortc's receiver sets
+    return packet
+
+
+def test_marker_jitter_buffer_releases_a_frame_with_its_last_packet() -> None:
+    buffer = MarkerJitterBuffer(capacity=128, is_video=True)
+    # Frame 1: three packets, the last one marked, arriving out of order.
+    assert buffer.add(_rtp(10, 1000, False))[1] is None
+    assert buffer.add(_rtp(12, 1000, True))[1] is None  # 11 is missing: not whole yet
+    frame = buffer.add(_rtp(11, 1000, False))[1]
+    assert frame is not None and frame.timestamp == 1000 and frame.data == bytes([10, 11, 12])
+    # Frame 2 loses its marked packet: released when frame 3 starts, as aiortc's buffer does.
+    assert buffer.add(_rtp(13, 4000, False))[1] is None
+    frame = buffer.add(_rtp(15, 7000, False))[1]
+    assert frame is None  # 14 (frame 2's marked packet) never comes; the gap holds frame 2
+    frame = buffer.add(_rtp(14, 4000, False))[1]
+    assert frame is not None and frame.timestamp == 4000 and frame.data == bytes([13, 14])
+    # aiortc's own buffer would still be holding frame 1 at its marked packet.
+    plain = JitterBuffer(capacity=128, is_video=True)
+    for seq in (10, 11, 12):
+        assert plain.add(_rtp(seq, 1000, seq == 12))[1] is None
+
+
+def test_frame_ring_round_trip_and_overwritten_slots() -> None:
+    ring = FrameRing.create(480, 640, slots=4)
+    try:
+        reader = FrameRing.attach(ring.name, 480, 640, 4)
+        rng = np.random.default_rng(0)
+        images = [rng.integers(0, 255, (360, 320), np.uint8) for _ in range(6)]  # 240x320 I420
+        for seq in range(2):
+            ring.write(seq, images[seq])
+        got = reader.read(1, 240, 320)
+        assert got is not None and np.array_equal(got, images[1])
+        assert reader.read(2, 240, 320) is None  # not written yet
+        for seq in range(2, 6):
+            ring.write(seq, images[seq])
+        assert reader.read(1, 240, 320) is None  # slot 1 now holds frame 5
+        got = reader.read(5, 240, 320)
+        assert got is not None and np.array_equal(got, images[5])
+        reader.close()
+    finally:
+        ring.close()
 
 
 @pytest.fixture(scope="module")

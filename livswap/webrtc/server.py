@@ -1,5 +1,6 @@
 """``livswap serve``: the browser demo. An aiohttp server with the page, a small HTTP API and
-one aiortc peer per browser, each running the same pipeline as the virtual camera.
+one aiortc peer per browser, each running the same stages as the virtual camera (tracking,
+engine, compose, label) in one swap worker process shared by all peers (see worker.py).
 
 API (also used by the page):
     GET  /health                  -> {"status": "ok", "peers": n, "engines": [...]}
@@ -12,16 +13,16 @@ from its URL: ``/?token=TOKEN``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import secrets
 import ssl
 import statistics
-import threading
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -32,12 +33,14 @@ from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from livswap.config import Config
-from livswap.engine import ENGINES, Engine, Identity, create_engine
-from livswap.errors import ConfigError, EngineError, LivswapError
-from livswap.frame import Frame, Image
-from livswap.pipeline import Pipeline
-from livswap.session import build_stages
-from livswap.webrtc.tracks import DelayedAudioTrack, SwappedVideoTrack, TrackSink, TrackSource
+from livswap.engine import ENGINES
+from livswap.errors import ConfigError, EngineError, StreamEnded
+from livswap.frame import Image
+from livswap.label import DisclosureLabel
+from livswap.stats import PipelineStats
+from livswap.webrtc.jitter import use_marker_jitter_buffer
+from livswap.webrtc.tracks import DelayedAudioTrack, SwappedVideoTrack, TrackReader
+from livswap.webrtc.worker import RemotePeer, SwapWorker, _OpenPeer
 
 __all__ = ["LOOPBACK_HOSTS", "Server", "create_app", "enable_loopback_candidates"]
 
@@ -83,73 +86,36 @@ def enable_loopback_candidates() -> None:
     aioice.ice.get_host_addresses = with_loopback
 
 
-class _LockedEngine:
-    """One engine serving every peer: calls from the peers' worker threads are serialised."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.name = engine.name
-        self.needs_faces = engine.needs_faces
-        self._lock = threading.Lock()
-
-    def prepare(self, sources: Sequence[Image], names: Sequence[str] | None = None) -> Identity:
-        with self._lock:
-            return self.engine.prepare(sources, names)
-
-    def swap(self, frame: Frame, identity: Identity) -> None:
-        with self._lock:
-            self.engine.swap(frame, identity)
-
-
-@dataclass
-class _Source:
-    image: Image
-    identities: dict[str, Identity] = field(default_factory=dict)
-
-
 @dataclass
 class _Peer:
     pc: RTCPeerConnection
-    pipeline: Pipeline | None = None
+    remote: RemotePeer
+    id: int
+    reader: TrackReader | None = None
     task: asyncio.Task[Any] | None = None
-    source: TrackSource | None = None
     reporter: asyncio.Task[None] | None = None
-    id: int = -1
     created: float = field(default_factory=time.monotonic)
 
 
 class Server:
-    """State of one ``livswap serve`` process: engines, uploaded sources and live peers."""
+    """State of one ``livswap serve`` process: the swap worker, uploaded sources, live peers.
+
+    The engines live in one :class:`SwapWorker` process shared by every peer; this process keeps
+    the network side (aiohttp, aiortc) and the uploaded photos.
+    """
 
     def __init__(self, cfg: Config, *, token: str | None = None) -> None:
         self.cfg = cfg
         self.token = token if token is not None else cfg.serve.token
-        self.engines: dict[str, _LockedEngine] = {}
-        self.sources: OrderedDict[str, _Source] = OrderedDict()
+        self.worker = SwapWorker(cfg)
+        self.sources: OrderedDict[str, Image] = OrderedDict()
         self.peers: dict[int, _Peer] = {}
         self._next_peer = 0
         self._janitor: asyncio.Task[None] | None = None
 
-    # -- engines and sources ------------------------------------------------------------------
-    def engine(self, name: str) -> _LockedEngine:
-        if name not in ENGINES:
-            raise EngineError(f"unknown engine {name!r}; available: {', '.join(ENGINES)}")
-        if name not in self.engines:
-            self.engines[name] = _LockedEngine(
-                create_engine(self.cfg.replace({"engine.name": name}))
-            )
-        return self.engines[name]
-
-    def identity(self, source_id: str, engine_name: str) -> Identity:
-        source = self.sources.get(source_id)
-        if source is None:
-            raise EngineError(f"unknown source {source_id!r}: upload the photo to /sources first")
-        if engine_name not in source.identities:
-            engine = self.engine(engine_name)
-            source.identities[engine_name] = engine.prepare([source.image], ["source photo"])
-        return source.identities[engine_name]
-
-    def add_source(self, data: bytes) -> str:
+    # -- sources ---------------------------------------------------------------------------------
+    def decode_source(self, data: bytes) -> tuple[str, Image]:
+        """Check an uploaded photo's size and format by decoding it: (id, RGB image)."""
         limit = int(self.cfg.serve.max_upload_mb * 2**20)
         if len(data) > limit:
             raise _HttpError(
@@ -166,14 +132,15 @@ class Server:
         if bgr is None:
             raise _HttpError(415, f"the {kind} file could not be decoded")
         image: Image = np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)).astype(np.uint8)
-        source_id = hashlib.sha256(data).hexdigest()[:16]
-        entry = _Source(image=image)
+        return hashlib.sha256(data).hexdigest()[:16], image
+
+    async def add_source(self, data: bytes) -> str:
+        loop = asyncio.get_running_loop()
+        source_id, image = await loop.run_in_executor(None, self.decode_source, data)
         # Validate now (a photo without a face is a 422, not a broken call later).
         if ENGINES[self.cfg.engine.name].needs_source:
-            entry.identities[self.cfg.engine.name] = self.engine(self.cfg.engine.name).prepare(
-                [image], ["source photo"]
-            )
-        self.sources[source_id] = entry
+            await self.worker.prepare(source_id, self.cfg.engine.name, image)
+        self.sources[source_id] = image
         self.sources.move_to_end(source_id)
         while len(self.sources) > self.cfg.serve.max_sources:
             self.sources.popitem(last=False)
@@ -189,31 +156,47 @@ class Server:
                 f"server busy: {len(self.peers)} of {self.cfg.serve.max_peers} "
                 "peers connected, try again later",
             )
-        engine = self.engine(engine_name)
+        if engine_name not in ENGINES:
+            raise _HttpError(
+                422, f"unknown engine {engine_name!r}; available: {', '.join(ENGINES)}"
+            )
         if ENGINES[engine_name].needs_source and not source_id:
             raise _HttpError(400, f"engine {engine_name!r} needs a source: upload a photo first")
-        identity = self.identity(source_id, engine_name) if source_id else engine.prepare([])
+        image = self.sources.get(source_id) if source_id else None
+        if source_id and image is None:
+            raise _HttpError(
+                422, f"unknown source {source_id!r}: upload the photo to /sources first"
+            )
         peer_id = self._next_peer
         self._next_peer += 1
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        peer = _Peer(pc=pc, id=peer_id)
-        self.peers[peer_id] = peer
+        label = DisclosureLabel(self.cfg.output.label_text) if self.cfg.output.label else None
         out_video = SwappedVideoTrack()
-        stages = build_stages(self.cfg, engine, identity, track_id_base=peer_id * 1_000_000)
+        remote = RemotePeer(
+            self.worker,
+            peer_id,
+            _OpenPeer(peer_id, engine_name, source_id, image),
+            out_video.push,
+            label,
+        )
+        peer = _Peer(pc=pc, remote=remote, id=peer_id)
+        self.peers[peer_id] = peer
 
         def latency_ms() -> float:
-            samples = list(peer.pipeline.stats.latency_ms)[-30:] if peer.pipeline else []
+            samples = list(remote.stats.latency_ms)[-30:]
             return statistics.median(samples) if samples else 0.0
 
         @pc.on("track")
         def on_track(track: Any) -> None:
-            if track.kind == "video" and peer.pipeline is None:
+            if track.kind == "video" and peer.reader is None:
+                for receiver in pc.getReceivers():
+                    if receiver.track is track:
+                        use_marker_jitter_buffer(receiver)
                 pc.addTrack(out_video)  # answers on the browser's own video transceiver
-                peer.source = TrackSource(track)
-                peer.pipeline = Pipeline(
-                    peer.source, stages, [TrackSink(out_video)], lossless=False
+                peer.reader = TrackReader(track)
+                peer.task = asyncio.create_task(
+                    self._forward(peer.reader, remote), name=f"peer-{peer_id}"
                 )
-                peer.task = asyncio.create_task(peer.pipeline.run(), name=f"peer-{peer_id}")
             elif track.kind == "audio":
                 pc.addTrack(DelayedAudioTrack(track, latency_ms))
 
@@ -221,8 +204,8 @@ class Server:
         def on_datachannel(channel: Any) -> None:
             async def report() -> None:
                 while channel.readyState != "closed" and peer.id in self.peers:
-                    if channel.readyState == "open" and peer.pipeline is not None:
-                        stats = peer.pipeline.stats
+                    if channel.readyState == "open":
+                        stats = remote.stats
                         fps, lat = stats.recent(1.0)
                         channel.send(
                             json.dumps(
@@ -246,11 +229,12 @@ class Server:
                 await self.close_peer(peer_id)
 
         try:
+            await remote.open()  # starts the peer's pipeline in the worker; EngineError: 422
             try:
                 await pc.setRemoteDescription(offer)
             except Exception as exc:  # aiortc raises all sorts (ValueError, AssertionError...)
                 raise _HttpError(400, f"malformed SDP: {exc!r}"[:300]) from None
-            if peer.pipeline is None:
+            if peer.reader is None:
                 raise _HttpError(400, "the offer has no video track")
             await pc.setLocalDescription(await pc.createAnswer())
         except BaseException:
@@ -264,21 +248,30 @@ class Server:
             return
         if peer.reporter is not None:
             peer.reporter.cancel()
-        if peer.pipeline is not None:
-            peer.pipeline.stop()
         if peer.task is not None:
-            try:
-                await asyncio.wait_for(peer.task, timeout=5)
-            except (TimeoutError, asyncio.CancelledError, LivswapError, Exception):
-                log.debug("Peer(%d): pipeline ended with an error", peer_id, exc_info=True)
+            peer.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await peer.task
+        peer.remote.close()
         await peer.pc.close()
+        if peer.remote.stats.frames_in:
+            log.info("Peer(%d): closed; %s", peer_id, _summary(peer.remote.stats))
+
+    @staticmethod
+    async def _forward(reader: TrackReader, remote: RemotePeer) -> None:
+        """Every newest browser frame to the worker, until the track ends."""
+        try:
+            while True:
+                remote.send(await reader.recv())
+        except StreamEnded:
+            pass
 
     async def close_idle(self) -> None:
         """Close peers whose camera sent nothing for ``idle_timeout_s`` (a vanished browser)."""
         now = time.monotonic()
         timeout = self.cfg.serve.idle_timeout_s
         for peer_id, peer in list(self.peers.items()):
-            last = peer.source.last_received if peer.source else peer.created
+            last = peer.reader.last_received if peer.reader else peer.created
             if now - last > timeout:
                 log.info("Peer(%d): idle for %.0f s, closing", peer_id, now - last)
                 await self.close_peer(peer_id)
@@ -290,11 +283,27 @@ class Server:
                 await self.close_idle()
 
         self._janitor = asyncio.create_task(janitor(), name="idle-peers")
+        # Start the worker now (a second or two of imports) so the first upload need not wait.
+        await asyncio.get_running_loop().run_in_executor(None, self.worker.start)
 
     async def shutdown(self, app: web.Application) -> None:
         if self._janitor is not None:
             self._janitor.cancel()
         await asyncio.gather(*(self.close_peer(p) for p in list(self.peers)))
+        await asyncio.get_running_loop().run_in_executor(None, self.worker.close)
+
+
+def _summary(stats: PipelineStats) -> str:
+    """One line on how a peer's video went: counts, latency, median time per stage."""
+    stages = ", ".join(
+        f"{name} {statistics.median(ms):.1f}" for name, ms in stats.stage_ms.items() if ms
+    )
+    latency = statistics.median(stats.latency_ms) if stats.latency_ms else float("nan")
+    return (
+        f"{stats.frames_in} frames in, {stats.frames_out} out, {stats.frames_dropped} dropped, "
+        f"{stats.frames_failed} failed, {stats.frames_no_face} without a face; median latency "
+        f"{latency:.1f} ms; median ms per stage: {stages or 'none'}"
+    )
 
 
 class _HttpError(Exception):
@@ -367,8 +376,7 @@ def create_app(server: Server) -> web.Application:
                 break
         if not data:
             raise _HttpError(400, "no photo: put the image in form field 'file'")
-        loop = asyncio.get_running_loop()
-        source_id = await loop.run_in_executor(None, server.add_source, data)
+        source_id = await server.add_source(data)
         return web.json_response({"id": source_id})
 
     async def offer(request: web.Request) -> web.Response:

@@ -1,7 +1,7 @@
 """Bridges between aiortc media tracks and the livswap pipeline.
 
-``TrackSource`` turns a browser's incoming video track into a :class:`FrameSource`;
-``SwappedVideoTrack`` is the outgoing track the pipeline's output is sent on; and
+``TrackReader`` takes the newest frame of a browser's incoming video track;
+``SwappedVideoTrack`` is the outgoing track the swapped frames are sent on; and
 ``DelayedAudioTrack`` sends the browser's audio back delayed by the video's processing time, so
 sound and picture stay in sync.
 """
@@ -16,53 +16,35 @@ from collections import deque
 from typing import Any
 
 import av
-import cv2
-import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
-from livswap.capture.base import SourceInfo
 from livswap.errors import StreamEnded
-from livswap.frame import Frame
 
-__all__ = ["DelayedAudioTrack", "SwappedVideoTrack", "TrackSink", "TrackSource"]
+__all__ = ["VIDEO_TIME_BASE", "DelayedAudioTrack", "SwappedVideoTrack", "TrackReader"]
 
 log = logging.getLogger(__name__)
 
 VIDEO_TIME_BASE = fractions.Fraction(1, 90000)
 
 
-class TrackSource:
-    """A :class:`FrameSource` reading a remote peer's video track.
+class TrackReader:
+    """The newest decoded frame of a remote peer's video track.
 
-    The incoming ``av.VideoFrame``'s pts and time base travel along on the frame (in
-    ``frame.pts``, seconds) so the outgoing track can stamp the swapped frame with the same
-    media time.
+    aiortc queues decoded frames without bound; when the reader falls behind, it takes the
+    newest and counts the rest as skipped (latest frame wins here too, as between stages).
     """
 
-    def __init__(
-        self, track: MediaStreamTrack, width: int = 640, height: int = 480, fps: float = 30.0
-    ) -> None:
+    def __init__(self, track: MediaStreamTrack) -> None:
         self.track = track
-        self.info = SourceInfo(
-            width=width,
-            height=height,
-            fps=fps,
-            frame_count=None,
-            live=True,
-            description="browser camera",
-        )
-        self._seq = 0
         self.skipped = 0
         self.last_received = time.monotonic()
 
-    async def recv(self) -> Frame:
+    async def recv(self) -> av.VideoFrame:
         try:
             frame = await self.track.recv()
         except MediaStreamError:
             raise StreamEnded("browser track ended") from None
-        # aiortc queues decoded frames without bound; when the loop falls behind, take the newest
-        # and count the rest as dropped (latest frame wins here too, as between stages).
         queue = getattr(self.track, "_queue", None)
         while queue is not None and queue.qsize() > 0:
             newer = queue.get_nowait()
@@ -73,18 +55,7 @@ class TrackSource:
             self.skipped += 1
         self.last_received = time.monotonic()
         assert isinstance(frame, av.VideoFrame)
-        image = frame.to_ndarray(format="rgb24").astype(np.uint8, copy=False)
-        pts = (
-            float(frame.pts * frame.time_base)
-            if frame.pts is not None and frame.time_base
-            else (self._seq / self.info.fps)
-        )
-        out = Frame(image=image, seq=self._seq, captured_ns=time.monotonic_ns(), pts=pts)
-        self._seq += 1
-        return out
-
-    def close(self) -> None:
-        pass
+        return frame
 
 
 class SwappedVideoTrack(MediaStreamTrack):
@@ -101,7 +72,7 @@ class SwappedVideoTrack(MediaStreamTrack):
         self.frames_sent = 0
 
     def push(self, frame: av.VideoFrame) -> None:
-        """Called on the event loop: replace the waiting frame (latest wins)."""
+        """Replace the waiting frame (latest wins); on the event loop."""
         self._latest = frame
         self._ready.set()
 
@@ -114,35 +85,6 @@ class SwappedVideoTrack(MediaStreamTrack):
         assert frame is not None
         self.frames_sent += 1
         return frame
-
-
-class TrackSink:
-    """A pipeline sink that converts frames to ``av.VideoFrame`` and feeds a
-    :class:`SwappedVideoTrack` (called from the output thread; hands over thread-safely)."""
-
-    name = "webrtc"
-
-    def __init__(self, track: SwappedVideoTrack) -> None:
-        self.track = track
-        self.wants_stop = False
-        self.frames_written = 0
-
-    def send(self, frame: Frame) -> None:
-        # The VP8 encoder wants I420; OpenCV converts RGB to it (BT.601 limited range, as
-        # swscale does) in a third of the time of an rgb24 frame reformatted by the encoder.
-        rgb = np.ascontiguousarray(frame.result)
-        if rgb.shape[0] % 2 or rgb.shape[1] % 2:  # I420 needs even sides; rare, let PyAV pad
-            video = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-        else:
-            yuv = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420).astype(np.uint8, copy=False)
-            video = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
-        video.pts = round(frame.pts * 90000)
-        video.time_base = VIDEO_TIME_BASE
-        self.track.owner_loop.call_soon_threadsafe(self.track.push, video)
-        self.frames_written += 1
-
-    def close(self) -> None:
-        pass
 
 
 class DelayedAudioTrack(MediaStreamTrack):

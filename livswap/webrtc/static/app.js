@@ -123,6 +123,10 @@ async function start() {
   };
   pc.ontrack = (event) => {
     if (event.track.kind === "video") {
+      // A live mirror: show each frame as soon as it is decoded rather than buffering for
+      // smoothness (video only; audio keeps its jitter buffer).
+      if ("jitterBufferTarget" in event.receiver) event.receiver.jitterBufferTarget = 0;
+      if ("playoutDelayHint" in event.receiver) event.receiver.playoutDelayHint = 0;
       $("remote").srcObject = new MediaStream([event.track]);
       if (benchMode) watchStamps($("local"), $("remote"));
     }
