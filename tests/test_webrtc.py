@@ -19,6 +19,7 @@ from aiortc.jitterbuffer import JitterBuffer
 from aiortc.rtp import RtpPacket
 
 from livswap.config import Config, load_config
+from livswap.errors import EngineError
 from livswap.label import label_box
 from livswap.webrtc.jitter import MarkerJitterBuffer
 from livswap.webrtc.ring import FrameRing
@@ -322,3 +323,56 @@ def test_server_refuses_to_listen_beyond_loopback_without_tls() -> None:
     with pytest.raises(ConfigError, match="needs TLS"):
         check_exposure(load_config(None, {"serve.host": "0.0.0.0"}))
     assert check_exposure(load_config()) == ""  # loopback: no token needed
+
+
+class _BrokenEngine:
+    """An engine whose every swap fails for good (a lost GPU, say)."""
+
+    name = "passthrough"
+    needs_faces = False
+
+    def prepare(self, sources: Any, names: Any = None) -> Any:
+        from livswap.engine import Identity
+
+        return Identity(engine=self.name, key="", data=None)
+
+    def swap(self, frame: Any, identity: Any) -> None:
+        raise EngineError("the GPU is gone")
+
+
+def test_worker_reports_a_peer_whose_pipeline_stopped(hopper_image: np.ndarray) -> None:
+    """A peer whose engine fails for good is reported to the server (which then passes its
+    video through, labelled) instead of going silent."""
+    import multiprocessing
+    import threading
+
+    from livswap.webrtc.ring import rgb_to_i420
+    from livswap.webrtc.worker import _FrameIn, _OpenPeer, _PeerFailed, _SharedEngine, _Worker
+
+    server_end, worker_end = multiprocessing.Pipe()
+    worker = _Worker(load_config(), worker_end)
+    worker.engines["passthrough"] = _SharedEngine(_BrokenEngine())  # type: ignore[arg-type]
+    ring_in, ring_out = FrameRing.create(480, 640), FrameRing.create(480, 640)
+    image = np.ascontiguousarray(hopper_image[:480, :640])
+    replies: list[Any] = []
+
+    def server() -> None:
+        server_end.send((1, _OpenPeer(7, "passthrough", None, None)))
+        replies.append(server_end.recv())
+        ring_in.write(0, rgb_to_i420(image))
+        h, w = image.shape[:2]
+        server_end.send((None, _FrameIn(7, 0, ring_in.name, ring_out.name, 480, 640, h, w, 0.0, 0)))
+        if server_end.poll(30):
+            replies.append(server_end.recv())
+        server_end.send(None)
+
+    thread = threading.Thread(target=server)
+    thread.start()
+    try:
+        asyncio.run(worker.run())
+    finally:
+        thread.join()
+        ring_in.close()
+        ring_out.close()
+    assert replies[0] == (1, None, None)
+    assert replies[1] == (None, _PeerFailed(7, "the GPU is gone"))
