@@ -56,6 +56,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _stop(proc: subprocess.Popen[str], timeout_s: float) -> None:
+    """SIGTERM, then SIGKILL if it has not exited after ``timeout_s``."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 @contextlib.contextmanager
 def livswap_server(
     port: int, *extra: str, log: Path | None = None
@@ -86,11 +95,7 @@ def livswap_server(
                     time.sleep(0.2)
             yield proc
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            _stop(proc, timeout_s=15)
 
 
 @contextlib.contextmanager
@@ -134,11 +139,7 @@ def chromium(fake_camera: Path, profile: Path) -> Iterator[str]:
     try:
         yield ws
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        _stop(proc, timeout_s=10)
 
 
 # JavaScript run in the page: how different the returned video is from the local camera in the

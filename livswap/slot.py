@@ -47,7 +47,17 @@ class LatestSlot(Generic[T]):
                 await self._writable.wait()
                 if self._closed:
                     raise StreamEnded(f"slot {self.name!r} is closed")
-        elif self._has_item:
+        self._store(item)
+
+    def put_nowait(self, item: T) -> None:
+        """:meth:`put` for a lossy slot, from plain (non-async) code on the loop thread."""
+        if self._closed:
+            raise StreamEnded(f"slot {self.name!r} is closed")
+        assert not self.lossless, "a lossless slot may have to wait: use put()"
+        self._store(item)
+
+    def _store(self, item: T) -> None:
+        if self._has_item:
             self.dropped += 1
         self._item = item
         self._has_item = True

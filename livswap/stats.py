@@ -87,6 +87,18 @@ class PipelineStats:
         lat = list(self.latency_ms)[-n:] if n else []
         return n / seconds, float(np.median(lat)) if lat else float("nan")
 
+    def summary(self) -> str:
+        """One line on a whole run: counts, median latency, median time per stage."""
+        stages = ", ".join(
+            f"{name} {float(np.median(ms)):.1f}" for name, ms in self.stage_ms.items() if ms
+        )
+        latency = float(np.median(self.latency_ms)) if self.latency_ms else float("nan")
+        return (
+            f"{self.frames_in} frames in, {self.frames_out} out, {self.frames_dropped} dropped, "
+            f"{self.frames_failed} failed, {self.frames_no_face} without a face; median latency "
+            f"{latency:.1f} ms; median ms per stage: {stages or 'none'}"
+        )
+
     def status_line(self, seconds: float) -> str:
         fps, lat = self.recent(seconds)
         parts = [f"{fps:5.1f} fps", f"latency {lat:5.1f} ms", f"dropped {self.frames_dropped}"]

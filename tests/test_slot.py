@@ -22,6 +22,20 @@ def test_newest_item_wins_and_overwrites_are_counted() -> None:
     asyncio.run(scenario())
 
 
+def test_put_nowait_counts_overwrites_like_put() -> None:
+    async def scenario() -> None:
+        slot: LatestSlot[int] = LatestSlot("s")
+        for i in range(3):
+            slot.put_nowait(i)
+        assert await slot.get() == 2
+        assert slot.dropped == 2
+        slot.close()
+        with pytest.raises(StreamEnded):
+            slot.put_nowait(3)
+
+    asyncio.run(scenario())
+
+
 def test_lossless_slot_applies_back_pressure() -> None:
     async def scenario() -> None:
         slot: LatestSlot[int] = LatestSlot("s", lossless=True)

@@ -37,7 +37,6 @@ from livswap.engine import ENGINES
 from livswap.errors import ConfigError, EngineError, StreamEnded
 from livswap.frame import Image
 from livswap.label import DisclosureLabel
-from livswap.stats import PipelineStats
 from livswap.webrtc.jitter import use_marker_jitter_buffer
 from livswap.webrtc.tracks import DelayedAudioTrack, SwappedVideoTrack, TrackReader
 from livswap.webrtc.worker import RemotePeer, SwapWorker, _OpenPeer
@@ -255,7 +254,7 @@ class Server:
         peer.remote.close()
         await peer.pc.close()
         if peer.remote.stats.frames_in:
-            log.info("Peer(%d): closed; %s", peer_id, _summary(peer.remote.stats))
+            log.info("Peer(%d): closed; %s", peer_id, peer.remote.stats.summary())
 
     @staticmethod
     async def _forward(reader: TrackReader, remote: RemotePeer) -> None:
@@ -291,19 +290,6 @@ class Server:
             self._janitor.cancel()
         await asyncio.gather(*(self.close_peer(p) for p in list(self.peers)))
         await asyncio.get_running_loop().run_in_executor(None, self.worker.close)
-
-
-def _summary(stats: PipelineStats) -> str:
-    """One line on how a peer's video went: counts, latency, median time per stage."""
-    stages = ", ".join(
-        f"{name} {statistics.median(ms):.1f}" for name, ms in stats.stage_ms.items() if ms
-    )
-    latency = statistics.median(stats.latency_ms) if stats.latency_ms else float("nan")
-    return (
-        f"{stats.frames_in} frames in, {stats.frames_out} out, {stats.frames_dropped} dropped, "
-        f"{stats.frames_failed} failed, {stats.frames_no_face} without a face; median latency "
-        f"{latency:.1f} ms; median ms per stage: {stages or 'none'}"
-    )
 
 
 class _HttpError(Exception):

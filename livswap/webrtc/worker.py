@@ -42,10 +42,11 @@ import numpy as np
 from livswap.capture.base import SourceInfo
 from livswap.config import Config
 from livswap.engine import Engine, Identity, create_engine
-from livswap.errors import EngineError, LivswapError, StreamEnded
+from livswap.errors import EngineError, LivswapError
 from livswap.frame import Frame, Image
 from livswap.label import DisclosureLabel
 from livswap.pipeline import Pipeline, serial_stage
+from livswap.slot import LatestSlot
 from livswap.stats import PipelineStats
 from livswap.webrtc.ring import FrameRing, YuvImage, i420_to_rgb, rgb_to_i420
 from livswap.webrtc.tracks import VIDEO_TIME_BASE
@@ -160,29 +161,17 @@ class _PeerSource:
     )
 
     def __init__(self) -> None:
-        self.dropped = 0
-        self._frame: Frame | None = None
-        self._ready = asyncio.Event()
-        self._closed = False
+        self.slot: LatestSlot[Frame] = LatestSlot("received")
 
     def offer(self, frame: Frame) -> None:
-        if self._frame is not None:
-            self.dropped += 1
-        self._frame = frame
-        self._ready.set()
+        if not self.slot.closed:
+            self.slot.put_nowait(frame)
 
     async def recv(self) -> Frame:
-        while self._frame is None:
-            if self._closed:
-                raise StreamEnded("peer closed")
-            self._ready.clear()
-            await self._ready.wait()
-        frame, self._frame = self._frame, None
-        return frame
+        return await self.slot.get()
 
     def close(self) -> None:
-        self._closed = True
-        self._ready.set()
+        self.slot.close()
 
 
 @dataclass
@@ -191,7 +180,9 @@ class _WorkerPeer:
     pipeline: Pipeline
     task: asyncio.Task[PipelineStats]
     rings: dict[str, FrameRing] = field(default_factory=dict)
-    out_ring: dict[int, str] = field(default_factory=dict)  # seq -> ring name (recent only)
+    # Rings only grow, so the newest output ring fits every frame still in the pipeline.
+    out_ring: str = ""
+    torn: int = 0  # frames whose slot was rewritten before the reader copied them
 
 
 class _PeerSink:
@@ -209,7 +200,7 @@ class _PeerSink:
             return
         yuv = rgb_to_i420(frame.result)
         with self.worker.rings_lock:
-            ring = state.rings.get(state.out_ring.pop(frame.seq, ""))
+            ring = state.rings.get(state.out_ring)
             if ring is None:  # the peer is closing
                 return
             ring.write(frame.seq, yuv)
@@ -224,7 +215,7 @@ class _PeerSink:
                 captured_ns=frame.captured_ns,
                 timings_ms=dict(frame.timings_ms),
                 notes=frozenset(frame.notes),
-                dropped=state.source.dropped + state.pipeline.dropped,
+                dropped=state.torn + state.source.slot.dropped + state.pipeline.dropped,
                 failed=state.pipeline.stats.frames_failed,
             )
         )
@@ -348,11 +339,9 @@ class _Worker:
                     )
             yuv = rings[message.ring_in].read(message.seq, message.height, message.width)
             if yuv is None:  # overwritten before we got to it
-                peer.source.dropped += 1
+                peer.torn += 1
                 return
-            peer.out_ring[message.seq] = message.ring_out
-            for old in [s for s in peer.out_ring if s < message.seq - 4 * _RING_SLOTS]:
-                del peer.out_ring[old]
+            peer.out_ring = message.ring_out
         frame = Frame(
             image=i420_to_rgb(yuv),
             seq=message.seq,
