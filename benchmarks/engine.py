@@ -7,11 +7,12 @@ frame size, with the peers' pipeline measured side by side.
 
 Three timings per combination:
 - generator: one aligned crop through the network (the device synchronised around it);
-- full frame: livswap's device path (:class:`livswap.cuda.DeviceFramePath`): one upload, crop,
-  generator, mask and paste-back on the device, one download; frames are kept one in flight, as
-  the live pipeline does, and the figure is the steady per-frame time (1 / throughput);
+- full frame: what the product does per frame, through its own code: an engine stream's swap
+  (crop, the batched generator) and the stream's compose (paste-back and fades), on the device
+  path (:class:`livswap.cuda.DeviceFramePath`: one upload, crop and paste on the device, one
+  download) on a GPU, or OpenCV on the CPU (``[compose] paste`` "auto");
 - reference: what other tools do per frame: crop on the CPU with OpenCV, one generator call,
-  download, paste-back on the CPU (:class:`livswap.compose.FacePatch`).
+  download, paste-back on the CPU (:func:`livswap.compose.paste_on_cpu`).
 The speed-up is reference / full frame, measured in the same process on the same weights.
 
 Weights: each engine's network is built at its real size with random weights (speed does not
@@ -35,12 +36,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from livswap.compose import FacePatch, feather
-from livswap.cuda import DeviceFramePath, FaceJob, describe_gpus
-from livswap.engine.backends import RunnerSpec, build_runner
+from livswap.compose import Compositor, feather, paste_on_cpu
+from livswap.config import Config, load_config
+from livswap.cuda import describe_gpus
+from livswap.engine.backends import GeneratorRunner, RunnerSpec, build_runner
+from livswap.engine.base import Identity
 from livswap.engine.models.inswapper import InswapperGenerator
 from livswap.engine.models.simswap import SimSwapGenerator
+from livswap.engine.neural import Latent, NeuralEngine
 from livswap.errors import LivswapError
+from livswap.frame import Frame, SwappedFace
 
 SIZES = {"720p": (1280, 720), "1080p": (1920, 1080)}
 NETWORKS: dict[str, tuple[Callable[[], nn.Module], int]] = {
@@ -81,7 +86,16 @@ def _median_ms(fn: Callable[[], object], iterations: int, device: torch.device) 
     return statistics.median(times)
 
 
-def synthetic_frame(size: tuple[int, int], crop: int) -> tuple[np.ndarray, FaceJob]:
+@dataclass(frozen=True)
+class SyntheticFace:
+    """Where the benchmark's one face is: its crop transform and paste-back alpha."""
+
+    track_id: int
+    to_crop: np.ndarray
+    alpha: np.ndarray
+
+
+def synthetic_frame(size: tuple[int, int], crop: int) -> tuple[np.ndarray, SyntheticFace]:
     """A textured frame with one face-sized square placed a little off-centre and tilted."""
     width, height = size
     rng = np.random.default_rng(0)
@@ -93,8 +107,22 @@ def synthetic_frame(size: tuple[int, int], crop: int) -> tuple[np.ndarray, FaceJ
     m[:, 2] += crop / 2 - np.array([width * 0.55, height * 0.45])
     box = np.zeros((crop, crop), np.uint8)
     cv2.ellipse(box, (crop // 2, crop // 2), (crop * 3 // 8, crop * 7 // 16), 0, 0, 360, 255, -1)
-    job = FaceJob(m.astype(np.float64), feather(box, crop / 28), torch.zeros(1, 512))
-    return np.ascontiguousarray(frame), job
+    return np.ascontiguousarray(frame), SyntheticFace(0, m, feather(box, crop / 28))
+
+
+class BenchEngine(NeuralEngine):
+    """A neural engine around a random-weight network: the product's streams, batching,
+    crop and paste-back, with the benchmark's synthetic face placement."""
+
+    def __init__(self, name: str, runner: GeneratorRunner, crop: int, cfg: Config) -> None:
+        self.name = name
+        self.generator = runner
+        self.device = runner.spec.device
+        self.crop = crop
+        self._start(cfg)
+
+    def placement(self, face: SyntheticFace) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[override]
+        return face.to_crop, face.alpha
 
 
 def measure(
@@ -115,17 +143,23 @@ def measure(
     latent = torch.nn.functional.normalize(torch.randn(1, 512), dim=1).to(device)
     target = torch.rand(1, 3, crop, crop, device=device)
     generator_ms = _median_ms(lambda: runner(target, latent), iterations, device)
+    cfg = load_config(None, {"engine.device": device.type})
+    product = BenchEngine(engine, runner, crop, cfg)
+    stream = product.open_stream(Identity(engine, "bench", Latent(latent)))
+    compositor = Compositor(cfg.compose, None, fade=False, device_path=stream.device_path)
     rows = []
     for size in sizes:
-        frame, job = synthetic_frame(SIZES[size], crop)
-        job = FaceJob(job.to_crop, job.alpha, latent)
-        path = DeviceFramePath(runner, crop, device)
-        _pipelined(path, frame, job, 3, device)
-        full_ms = statistics.median(
-            _pipelined(path, frame, job, max(iterations // 3, 3), device) for _ in range(3)
-        )
+        frame, face = synthetic_frame(SIZES[size], crop)
+
+        def full_frame(frame: np.ndarray = frame, face: SyntheticFace = face) -> None:
+            piped = Frame(image=frame, seq=0, captured_ns=0, pts=0.0)
+            piped.faces = [face]
+            stream.swap(piped)
+            compositor.compose(piped)
+
+        full_ms = _median_ms(full_frame, iterations, device)
         reference_ms = _median_ms(
-            lambda: _reference(runner, frame, job, crop, device),  # noqa: B023 (called at once)
+            lambda: _reference(runner, frame, face, latent, crop, device),  # noqa: B023
             iterations,
             device,
         )
@@ -144,38 +178,26 @@ def measure(
             )
         )
         print(_format(rows[-1]), flush=True)
+    stream.close()
+    product.batcher.close()
     return rows
-
-
-def _pipelined(
-    path: DeviceFramePath, frame: np.ndarray, job: FaceJob, count: int, device: torch.device
-) -> float:
-    """Steady per-frame ms with one frame in flight, as the live pipeline runs it."""
-    start = time.perf_counter()
-    pending = path.submit(frame, [job])
-    for _ in range(count - 1):
-        following = path.submit(frame, [job])  # its upload overlaps the pending generator
-        pending.result()
-        pending = following
-    pending.result()
-    _sync(device)
-    return (time.perf_counter() - start) * 1e3 / count
 
 
 def _reference(
     runner: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     frame: np.ndarray,
-    job: FaceJob,
+    face: SyntheticFace,
+    latent: torch.Tensor,
     crop: int,
     device: torch.device,
 ) -> None:
     """The peers' per-frame path: OpenCV crop, one generator call, CPU paste-back."""
-    crop_img = cv2.warpAffine(frame, job.to_crop, (crop, crop), flags=cv2.INTER_LINEAR)
+    crop_img = cv2.warpAffine(frame, face.to_crop, (crop, crop), flags=cv2.INTER_LINEAR)
     x = torch.from_numpy(crop_img).permute(2, 0, 1)[None].to(device).float() / 255
-    y = runner(x, job.latent)[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy()
-    to_frame = cv2.invertAffineTransform(job.to_crop).astype(np.float64)
+    y = runner(x, latent)[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+    swapped = (y * 255 + 0.5).astype(np.uint8)
     out = frame.copy()
-    FacePatch(0, (y * 255 + 0.5).astype(np.uint8), job.alpha, to_frame).paste(out)
+    paste_on_cpu(out, SwappedFace(0, face.to_crop, face.alpha, crop=swapped), 1.0)
 
 
 def _format(row: Row) -> str:

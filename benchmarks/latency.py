@@ -23,10 +23,10 @@ import numpy as np
 import psutil
 
 from livswap.capture import VideoFileSource
-from livswap.cli import run_async
 from livswap.config import load_config
 from livswap.frame import Frame
 from livswap.output import NullSink
+from livswap.runloop import run_async
 from livswap.session import build_run
 
 

@@ -31,10 +31,11 @@ import numpy as np
 from tqdm import tqdm
 
 from livswap.capture import VideoFileSource, read_image
-from livswap.cli import run_async
 from livswap.config import Config, load_config
 from livswap.engine import create_engine
 from livswap.frame import Frame, Image
+from livswap.pipeline import close_stages
+from livswap.runloop import run_async
 from livswap.session import build_run, build_stages
 from livswap.track import detect_faces
 from livswap.track.landmarks import face_index
@@ -160,7 +161,7 @@ def evaluate_images(args: argparse.Namespace, cfg: Config, embedder: Embedder) -
                 "source": source_name,
                 "target": target_name,
                 "swap_ms": round(swap_ms, 1),
-                "swapped": bool(frame.patches),
+                "swapped": bool(frame.swaps),
             }
             if emb is not None:
                 d = np.linalg.norm(gallery_matrix - emb, axis=1)
@@ -177,6 +178,7 @@ def evaluate_images(args: argparse.Namespace, cfg: Config, embedder: Embedder) -
                     f"{source_name} -> {target_name}",
                 )
             )
+        close_stages(stages)
     hits = [r.get("nearest") == r["source"] for r in rows]
     to_target = [r.get("nearest") == r["target"] for r in rows]
     lm = [r["landmark_error"] for r in rows if r["landmark_error"] is not None]

@@ -17,7 +17,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,9 +26,10 @@ from livswap.config import Config, load_config
 from livswap.engine import engine_names
 from livswap.errors import ConfigError, LivswapError
 from livswap.frame import Frame
+from livswap.runloop import run_async
 from livswap.stats import PipelineStats
 
-__all__ = ["main", "run_async"]
+__all__ = ["main"]
 
 log = logging.getLogger("livswap")
 T = TypeVar("T")
@@ -155,18 +156,6 @@ def config_from_args(args: argparse.Namespace) -> Config:
     if args.log_level is not None:
         overrides["pipeline.log_level"] = args.log_level
     return load_config(args.config, overrides)
-
-
-def run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run a coroutine on uvloop when it is installed, else on asyncio's default loop."""
-    try:
-        import uvloop
-
-        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
-    except ImportError:
-        loop_factory = None
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(factory())
 
 
 class _StatusLine:

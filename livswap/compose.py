@@ -1,25 +1,35 @@
-"""Compose: paste swapped face patches back into the frame, fade faces in and out, and add the
-disclosure label. Also the mask and colour helpers every engine's patches are built with.
+"""Compose: paste the swapped faces back into the frame, fade faces in and out, and add the
+disclosure label. Also the mask and colour helpers every engine's faces are built with.
 
-A :class:`FacePatch` is a face-aligned square (the engine's canonical crop) plus a soft alpha and
-the affine map from that square into the frame; neural engines produce the same thing from
-their aligned crops, so paste-back, fading and smoothing are shared.
+Every engine describes a face the same way (:class:`livswap.frame.SwappedFace`: a face-aligned
+crop, a soft alpha in crop space and the frame -> crop transform), so paste-back, fading and
+smoothing exist once, for the CPU (OpenCV) and the device (:mod:`livswap.cuda`) alike.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
 from livswap.config import ComposeConfig
-from livswap.frame import Frame, Image
+from livswap.frame import Frame, Image, SwappedFace
 from livswap.label import DisclosureLabel
 
-__all__ = ["Compositor", "FacePatch", "MaskSmoother", "feather", "masked_lowpass"]
+if TYPE_CHECKING:
+    from livswap.cuda.frame_path import DeviceFramePath
+
+__all__ = [
+    "Compositor",
+    "MaskSmoother",
+    "fade_curve",
+    "feather",
+    "masked_lowpass",
+    "paste_on_cpu",
+]
 
 # OpenCV returns loosely typed arrays; intermediates here are float32 or uint8 by construction.
 FloatArray = npt.NDArray[Any]
@@ -54,108 +64,123 @@ def masked_lowpass(
     return cv2.resize(low, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
-@dataclass
-class FacePatch:
-    """A swapped face in its aligned square, ready to paste.
+def paste_on_cpu(out: Image, face: SwappedFace, strength: float) -> None:
+    """Blend ``face`` into ``out`` in place with OpenCV, scaled by ``strength`` (0..1)."""
+    if strength <= 0:
+        return
+    image = _crop_image(face.resolve())
+    h, w = out.shape[:2]
+    s = image.shape[0]
+    to_frame = cv2.invertAffineTransform(face.to_crop).astype(np.float64)
+    corners = np.array([[0, 0, 1], [s, 0, 1], [0, s, 1], [s, s, 1]], np.float64) @ to_frame.T
+    x0, y0 = np.floor(corners.min(axis=0)).astype(int)
+    x1, y1 = np.ceil(corners.max(axis=0)).astype(int)
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    if x1 <= x0 or y1 <= y0:
+        return
+    m = to_frame.copy()
+    m[:, 2] -= (x0, y0)
+    size = (x1 - x0, y1 - y0)
+    # One warp of colour and alpha together (8-bit alpha is plenty for a soft edge) costs
+    # about half of two separate warps. Outside the square alpha is 0, so the zero border
+    # never shows. OpenCV does the channel shuffles: numpy's strided copies cost more.
+    rgba = cv2.cvtColor(image, cv2.COLOR_RGB2RGBA)
+    cv2.mixChannels([cv2.convertScaleAbs(face.alpha, alpha=255.0)], [rgba], [0, 3])
+    warped = cv2.warpAffine(
+        rgba, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+    )
+    alpha = np.multiply(
+        cv2.extractChannel(warped, 3), np.float32(strength / 255.0), dtype=np.float32
+    )
+    region = out[y0:y1, x0:x1]
+    out[y0:y1, x0:x1] = cv2.blendLinear(
+        cv2.cvtColor(warped, cv2.COLOR_RGBA2RGB), region, alpha, 1.0 - alpha
+    )
 
-    Attributes:
-        track_id: the tracked face it belongs to (for fading).
-        image: (S, S, 3) uint8 RGB, the aligned square (swapped face and reshaped surroundings).
-        alpha: (S, S) float32 0..1, where the square replaces the frame.
-        to_frame: (2, 3) affine map from square pixels to frame pixels.
-    """
 
-    track_id: int
-    image: Image
-    alpha: FloatArray
-    to_frame: npt.NDArray[np.float64]
+def _crop_image(crop: Any) -> Image:
+    """A swapped crop as (S, S, 3) uint8 RGB, whichever form the engine gave (a generator's
+    (3, S, S) float tensor in 0..1 is converted here)."""
+    if isinstance(crop, np.ndarray):
+        return crop
+    import torch
 
-    def paste(self, out: Image, strength: float = 1.0) -> None:
-        """Blend this patch into ``out`` in place, scaled by ``strength`` (0..1)."""
-        if strength <= 0:
-            return
-        h, w = out.shape[:2]
-        s = self.image.shape[0]
-        corners = (
-            np.array([[0, 0, 1], [s, 0, 1], [0, s, 1], [s, s, 1]], np.float64) @ self.to_frame.T
-        )
-        x0, y0 = np.floor(corners.min(axis=0)).astype(int)
-        x1, y1 = np.ceil(corners.max(axis=0)).astype(int)
-        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
-        if x1 <= x0 or y1 <= y0:
-            return
-        m = self.to_frame.copy()
-        m[:, 2] -= (x0, y0)
-        size = (x1 - x0, y1 - y0)
-        # One warp of colour and alpha together (8-bit alpha is plenty for a soft edge) costs
-        # about half of two separate warps. Outside the square alpha is 0, so the zero border
-        # never shows. OpenCV does the channel shuffles: numpy's strided copies cost more.
-        rgba = cv2.cvtColor(self.image, cv2.COLOR_RGB2RGBA)
-        cv2.mixChannels([cv2.convertScaleAbs(self.alpha, alpha=255.0)], [rgba], [0, 3])
-        warped = cv2.warpAffine(
-            rgba, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
-        )
-        alpha = np.multiply(
-            cv2.extractChannel(warped, 3), np.float32(strength / 255.0), dtype=np.float32
-        )
-        region = out[y0:y1, x0:x1]
-        out[y0:y1, x0:x1] = cv2.blendLinear(
-            cv2.cvtColor(warped, cv2.COLOR_RGBA2RGB), region, alpha, 1.0 - alpha
-        )
+    assert isinstance(crop, torch.Tensor), type(crop)
+    pixels = (crop.detach().float().clamp(0, 1) * 255 + 0.5).to(torch.uint8)
+    return np.ascontiguousarray(pixels.permute(1, 2, 0).cpu().numpy())
+
+
+def fade_curve(level: float) -> float:
+    """The strength at fade ``level`` (0..1), the same going in and out, CPU and device:
+    smoothstep, so there is no visible kink at either end."""
+    return level * level * (3 - 2 * level)
 
 
 @dataclass
 class _Fade:
     level: float
-    last: FacePatch
+    last: SwappedFace
     seen: bool = True
 
 
 @dataclass
 class Compositor:
-    """Writes ``frame.output``: the captured image, swapped faces pasted in, label on top.
+    """One stream's compose stage: writes ``frame.output``, the captured image with the
+    swapped faces pasted in and the label on top.
 
     Faces that appear fade in and faces that disappear fade out over ``cfg.fade_frames``
-    frames (the last patch is held while it fades), so nothing pops.
+    frames (the last swapped face is held while it fades), so nothing pops. The paste runs on
+    the CPU with OpenCV, or on the engine's device (``device_path``): same fades either way.
     """
 
     cfg: ComposeConfig
     label: DisclosureLabel | None
     fade: bool = True
+    device_path: DeviceFramePath | None = None
     _fades: dict[int, _Fade] = field(default_factory=dict, init=False, repr=False)
 
     def compose(self, frame: Frame) -> None:
-        if frame.composited is not None:  # pasted on the GPU by the engine: only the label left
-            self._fades.clear()
-            if self.label is not None:
-                self.label.draw(frame.composited)
-            frame.output = frame.composited
-            return
-        output = frame.image.copy()  # the captured image may be shared (still images repeat)
+        faces = self._faded(frame.swaps)
+        if self.device_path is not None and faces:
+            output, timings = self.device_path.paste(frame.image, frame.device_image, faces)
+            for name, ms in timings.items():
+                frame.timings_ms[f"device_{name}"] = ms
+        else:
+            output = frame.image.copy()  # the captured image may be shared (stills repeat)
+            for face in faces:
+                paste_on_cpu(output, face, face.strength)
+        frame.device_image = None  # the device copy is not needed past compose
+        if self.label is not None:
+            self.label.draw(output)
+        frame.output = output
+
+    def _faded(self, swaps: list[SwappedFace]) -> list[SwappedFace]:
+        """This frame's faces and the ones still fading out, each at its faded strength."""
         step = 1.0 / self.cfg.fade_frames if self.fade and self.cfg.fade_frames > 0 else 1.0
         for state in self._fades.values():
             state.seen = False
-        for patch in frame.patches:
-            state = self._fades.get(patch.track_id)
+        shown: list[SwappedFace] = []
+        for face in swaps:
+            state = self._fades.get(face.track_id)
             if state is None:
-                state = self._fades[patch.track_id] = _Fade(level=0.0, last=patch)
+                state = self._fades[face.track_id] = _Fade(level=0.0, last=face)
             state.level = min(1.0, state.level + step)
-            state.last, state.seen = patch, True
-            patch.paste(output, _smooth(state.level))
+            state.last, state.seen = face, True
+            shown.append(replace(face, strength=face.strength * fade_curve(state.level)))
         for track_id, state in list(self._fades.items()):
             if not state.seen:
                 state.level -= step
                 if state.level <= 0:
                     del self._fades[track_id]
                 else:
-                    state.last.paste(output, _smooth(state.level))
-        if self.label is not None:
-            self.label.draw(output)
-        frame.output = output
+                    last = state.last
+                    shown.append(replace(last, strength=last.strength * fade_curve(state.level)))
+        return shown
 
     def recover(self, frame: Frame, exc: BaseException) -> None:
         """Compose failed: show the unswapped frame, still labelled."""
-        frame.patches = []
+        frame.swaps = []
+        frame.device_image = None
         self._fades.clear()
         output = frame.image.copy()
         if self.label is not None:
@@ -182,7 +207,3 @@ class MaskSmoother:
             out[track_id] = mask
         self._last = out
         return out
-
-
-def _smooth(level: float) -> float:
-    return level * level * (3 - 2 * level)  # smoothstep: no visible kink at the ends

@@ -41,6 +41,8 @@ LogLevel = Literal["debug", "info", "warning", "error"]
 Assign = Literal["same", "by_position"]
 Backend = Literal["auto", "eager", "compile", "tensorrt", "onnxruntime"]
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
+BatchBucket = Literal[1, 2, 4, 8, 16, 32]
+PasteOn = Literal["auto", "cpu", "device"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,8 @@ class EngineConfig:
     assign: Assign
     mix_source: str
     mix_weight: Annotated[float, Range(0.0, 1.0)]
+    max_batch: BatchBucket
+    batch_wait: Annotated[float, Range(0.0, 1.0)]
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,7 @@ class ComposeConfig:
     fade_frames: Annotated[int, Range(0, 120)]
     color_transfer: bool
     occlusion_aware: bool
+    paste: PasteOn
 
 
 @dataclass(frozen=True)

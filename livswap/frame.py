@@ -1,20 +1,22 @@
 """The one frame contract shared by every stage.
 
 A :class:`Frame` is created by a capture source and then only added to: tracking attaches faces,
-the engine attaches patches, compose writes ``output``. Pixels are RGB, uint8, HxWx3 everywhere
+the engine's stream describes each swapped face (:class:`SwappedFace`), compose pastes them and
+writes ``output``. Pixels are RGB, uint8, HxWx3 everywhere
 inside livswap; conversion to and from OpenCV's BGR happens once, at the boundary.
 """
 
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Frame", "Image", "check_image"]
+__all__ = ["Frame", "Image", "SwappedFace", "check_image"]
 
 Image = npt.NDArray[np.uint8]
 """An RGB image, shape (H, W, 3), dtype uint8."""
@@ -33,6 +35,39 @@ def check_image(image: Any, what: str) -> Image:
     return image
 
 
+@dataclass(eq=False)
+class SwappedFace:
+    """One face as an engine describes it; compose pastes it (on the CPU or on the device).
+
+    Attributes:
+        track_id: the tracked face it belongs to (compose fades per track).
+        to_crop: (2, 3) affine map from frame pixels to crop pixels.
+        alpha: (S, S) float32 in 0..1, where the crop replaces the frame, in crop space.
+        crop: the swapped crop: (S, S, 3) uint8 RGB, or a (3, S, S) float tensor in 0..1 on the
+            engine's device; None while ``pending`` is still producing it.
+        pending: the batched generator's job that produces ``crop``.
+        strength: the engine's own weight for this face (0..1); compose multiplies its fade in.
+    """
+
+    track_id: int
+    to_crop: npt.NDArray[np.float64]
+    alpha: npt.NDArray[np.float32]
+    crop: Any = None
+    pending: Future[Any] | None = None
+    strength: float = 1.0
+
+    @property
+    def size(self) -> int:
+        return int(self.alpha.shape[0])
+
+    def resolve(self) -> Any:
+        """The swapped crop, waiting for its generator job when it is still pending."""
+        if self.crop is None and self.pending is not None:
+            self.crop = self.pending.result()
+            self.pending = None
+        return self.crop
+
+
 @dataclass(slots=True, eq=False)
 class Frame:
     """One video frame on its way through the pipeline.
@@ -45,9 +80,9 @@ class Frame:
             seconds since start for cameras).
         timings_ms: per-stage processing time in milliseconds, filled in by each stage.
         faces: tracked faces (``livswap.track.Face``), filled in by the track stage.
-        patches: swapped face patches produced by the engine, consumed by compose.
-        composited: the frame with faces already pasted on the GPU by a neural engine's device
-            path; compose then labels it instead of pasting ``patches``.
+        swaps: the swapped faces the engine described, pasted by compose.
+        device_image: the frame already uploaded by an engine's device path (compose pastes
+            onto it instead of uploading again); opaque outside :mod:`livswap.cuda`.
         output: the composited result (RGB uint8), written by the compose stage.
         notes: small per-frame flags (for example ``"camera_lost"`` or ``"engine_failed"``).
     """
@@ -58,8 +93,8 @@ class Frame:
     pts: float
     timings_ms: dict[str, float] = field(default_factory=dict)
     faces: list[Any] = field(default_factory=list)
-    patches: list[Any] = field(default_factory=list)
-    composited: Image | None = None
+    swaps: list[SwappedFace] = field(default_factory=list)
+    device_image: Any = None
     output: Image | None = None
     notes: set[str] = field(default_factory=set)
 

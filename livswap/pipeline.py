@@ -23,7 +23,7 @@ from livswap.output.base import Sink
 from livswap.slot import LatestSlot
 from livswap.stats import PipelineStats
 
-__all__ = ["Pipeline", "Stage", "run_stage", "serial_stage"]
+__all__ = ["Pipeline", "Stage", "close_stages", "run_stage", "serial_stage"]
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +33,16 @@ class Stage:
     """A named per-frame step run in its own worker thread.
 
     ``run`` adds to the frame in place. If it raises, ``recover`` (when given) is called to put
-    the frame into a passable state (for example: no patches, i.e. pass the face through) and the
-    frame is counted as failed; without ``recover`` the error stops the pipeline.
+    the frame into a passable state (for example: no swapped faces, i.e. pass the face through)
+    and the frame is counted as failed; without ``recover`` the error stops the pipeline.
+    ``close`` releases what the stage holds for its stream (a tracker, an engine stream) when
+    the pipeline ends.
     """
 
     name: str
     run: Callable[[Frame], None]
     recover: Callable[[Frame, BaseException], None] | None = None
+    close: Callable[[], None] | None = None
 
 
 def run_stage(stage: Stage, frame: Frame, failures_logged: set[str]) -> bool:
@@ -84,7 +87,17 @@ def serial_stage(stages: Sequence[Stage], name: str) -> Stage:
         for stage in parts:
             run_stage(stage, frame, failures_logged)
 
-    return Stage(name, run)
+    return Stage(name, run, close=lambda: close_stages(parts))
+
+
+def close_stages(stages: Sequence[Stage]) -> None:
+    """Close every stage that holds something (each is tried, whatever the others do)."""
+    for stage in stages:
+        if stage.close is not None:
+            try:
+                stage.close()
+            except Exception:
+                log.exception("Pipeline: closing stage %s failed", stage.name)
 
 
 class Pipeline:
@@ -171,6 +184,7 @@ class Pipeline:
         return self.stats
 
     def _close_all(self) -> None:
+        close_stages(self.stages)
         try:
             self.source.close()
         except Exception:

@@ -14,7 +14,7 @@ from pathlib import Path
 from livswap.capture import FrameSource, input_kind, open_source, read_image
 from livswap.compose import Compositor
 from livswap.config import Config
-from livswap.engine import ENGINES, Engine, Identity, create_engine
+from livswap.engine import ENGINES, Engine, Identity, MixingEngine, create_engine
 from livswap.errors import EngineError, OutputError
 from livswap.frame import Frame
 from livswap.label import DisclosureLabel
@@ -28,7 +28,7 @@ from livswap.output import (
     VirtualCameraSink,
     check_writable,
 )
-from livswap.pipeline import Pipeline, Stage, run_stage
+from livswap.pipeline import Pipeline, Stage, close_stages, run_stage
 
 __all__ = ["BatchResult", "Run", "build_run", "output_kind", "swap_folder"]
 
@@ -71,31 +71,30 @@ def prepare_identity(cfg: Config, engine: Engine) -> Identity:
     images = [read_image(p, "source photo") for p in cfg.engine.source]
     names = [f"source photo {p!r}" for p in cfg.engine.source]
     if cfg.engine.mix_source:
-        mix = getattr(engine, "prepare_mix", None)
-        if mix is None:
+        if not spec.can_mix or not isinstance(engine, MixingEngine):
+            mixers = ", ".join(name for name, other in ENGINES.items() if other.can_mix)
             raise EngineError(
-                f"engine {engine.name!r} cannot blend identities (--source-mix): "
-                "use simswap-224 or inswapper-128"
+                f"engine {engine.name!r} cannot blend identities (--source-mix): use {mixers}"
             )
         mix_image = read_image(cfg.engine.mix_source, "mix photo")
-        identity: Identity = mix(images, mix_image, cfg.engine.mix_weight, names=names)
-        return identity
+        return engine.prepare_mix(images, mix_image, cfg.engine.mix_weight, names=names)
     return engine.prepare(images, names=names)
 
 
 def build_stages(
-    cfg: Config, engine: Engine, identity: Identity, *, still: bool = False, track_id_base: int = 0
+    cfg: Config, engine: Engine, identity: Identity, *, still: bool = False
 ) -> list[Stage]:
-    """The processing stages between capture and output for this engine.
+    """One stream's processing stages between capture and output for this engine.
 
-    ``still`` is for single images: landmarks are detected without tracking and faces appear
-    at full strength instead of fading in.
+    The stream's own state (tracker, the engine's stream, the compositor's fades) is made here
+    and released by the stages' ``close``. ``still`` is for single images: landmarks are
+    detected without tracking and faces appear at full strength instead of fading in.
     """
     stages: list[Stage] = []
-    if engine.needs_faces:
+    if ENGINES[engine.name].needs_faces:
         from livswap.track import FaceTracker
 
-        tracker = FaceTracker(cfg.track, static=still, id_base=track_id_base)
+        tracker = FaceTracker(cfg.track, static=still)
 
         def track(frame: Frame) -> None:
             tracker.track(frame)
@@ -106,17 +105,19 @@ def build_stages(
             frame.faces = []
             frame.notes.add("no_face")
 
-        stages.append(Stage("track", track, track_failed))
+        stages.append(Stage("track", track, track_failed, close=tracker.close))
 
-    def swap(frame: Frame) -> None:
-        engine.swap(frame, identity)
+    stream = engine.open_stream(identity)
 
     def swap_failed(frame: Frame, exc: BaseException) -> None:
-        frame.patches = []
+        frame.swaps = []
+        frame.device_image = None
 
-    stages.append(Stage("swap", swap, swap_failed))
+    stages.append(Stage("swap", stream.swap, swap_failed, close=stream.close))
     label = DisclosureLabel(cfg.output.label_text) if cfg.output.label else None
-    compositor = Compositor(cfg.compose, label=label, fade=not still)
+    compositor = Compositor(
+        cfg.compose, label=label, fade=not still, device_path=stream.device_path
+    )
     stages.append(Stage("compose", compositor.compose, compositor.recover))
     return stages
 
@@ -230,21 +231,24 @@ def swap_folder(
     result = BatchResult(written=0, no_face=0, skipped=[])
     failures_logged: set[str] = set()
     files = sorted(p for p in input_dir.iterdir() if p.is_file())
-    for seq, path in enumerate(files):
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
-            result.skipped.append(f"{path.name}: not an image")
-        else:
-            try:
-                image = read_image(path, "input image")
-                frame = Frame(image=image, seq=seq, captured_ns=0, pts=0.0)
-                for stage in stages:
-                    run_stage(stage, frame, failures_logged)
-                if "no_face" in frame.notes:
-                    result.no_face += 1
-                ImageFileSink(output_dir / path.name).send(frame)
-                result.written += 1
-            except (InputError, OutputError) as exc:
-                result.skipped.append(str(exc))
-        if on_image is not None:
-            on_image(path)
+    try:
+        for seq, path in enumerate(files):
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                result.skipped.append(f"{path.name}: not an image")
+            else:
+                try:
+                    image = read_image(path, "input image")
+                    frame = Frame(image=image, seq=seq, captured_ns=0, pts=0.0)
+                    for stage in stages:
+                        run_stage(stage, frame, failures_logged)
+                    if "no_face" in frame.notes:
+                        result.no_face += 1
+                    ImageFileSink(output_dir / path.name).send(frame)
+                    result.written += 1
+                except (InputError, OutputError) as exc:
+                    result.skipped.append(str(exc))
+            if on_image is not None:
+                on_image(path)
+    finally:
+        close_stages(stages)
     return result

@@ -1,5 +1,6 @@
-"""The GPU frame path's warp and paste (plain PyTorch) against OpenCV's CPU paste-back, run on
-the CPU here and on CUDA where there is one."""
+"""The device frame path (plain PyTorch) against OpenCV's CPU paste-back, and the per-stream
+logic around it: fades in and out, interleaved streams, several faces per frame. Runs on the CPU
+here exactly as on CUDA (same code, ``device="cpu"``), and on CUDA too where there is one."""
 
 from __future__ import annotations
 
@@ -8,24 +9,48 @@ import numpy as np
 import pytest
 import torch
 
-from livswap.compose import FacePatch, feather
-from livswap.cuda import DeviceFramePath, FaceJob, crop_face, describe_gpus
+from livswap.compose import Compositor, feather, paste_on_cpu
+from livswap.config import Config, load_config
+from livswap.cuda import DeviceFramePath, crop_face, describe_gpus
+from livswap.engine.base import Identity
+from livswap.engine.neural import Latent, NeuralEngine
 from livswap.engine.simswap import align_224
-from livswap.track import detect_faces
+from livswap.frame import Frame, SwappedFace
+from livswap.track import Face, detect_faces
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 def invert(crop: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
-    """A stand-in generator whose output is easy to predict: the photographic negative."""
+    """A generator whose output is easy to predict: the photographic negative of each crop."""
     return 1.0 - crop
 
 
-def face_job(image: np.ndarray, device: torch.device) -> FaceJob:
-    m = align_224(detect_faces(image)[0].keypoints)
+def oval_alpha() -> np.ndarray:
     box = np.zeros((224, 224), np.uint8)
     cv2.ellipse(box, (112, 120), (80, 100), 0, 0, 360, (255,), -1)
-    return FaceJob(m, feather(box, 8.0), torch.zeros(1, 512, device=device))
+    return feather(box, 8.0)
+
+
+class InvertingEngine(NeuralEngine):
+    """The neural engines' shared machinery (streams, batching, device path, fades) around the
+    predictable generator above, so what each stream pastes can be checked exactly."""
+
+    name = "simswap-224"
+    crop = 224
+
+    def __init__(self, cfg: Config, device: str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.generator = invert  # type: ignore[assignment]
+        self.alpha = oval_alpha()
+        self._start(cfg)
+
+    def placement(self, face: Face) -> tuple[np.ndarray, np.ndarray]:
+        return align_224(face.keypoints), self.alpha
+
+
+def identity(device: str = "cpu") -> Identity:
+    return Identity("simswap-224", "test", Latent(torch.zeros(1, 512, device=device)))
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -40,42 +65,87 @@ def test_crop_matches_opencv(astronaut_image: np.ndarray, device: str) -> None:
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_device_path_pastes_like_the_cpu_compositor(hopper_image: np.ndarray, device: str) -> None:
-    job = face_job(hopper_image, torch.device(device))
-    # CPU reference: OpenCV crop, the same generator, FacePatch paste-back.
-    crop = cv2.warpAffine(hopper_image, job.to_crop, (224, 224), flags=cv2.INTER_LINEAR)
-    swapped = np.asarray(255 - crop, np.uint8)
+def test_device_paste_matches_the_cpu_paste(hopper_image: np.ndarray, device: str) -> None:
+    m = align_224(detect_faces(hopper_image)[0].keypoints)
+    crop = cv2.warpAffine(hopper_image, m, (224, 224), flags=cv2.INTER_LINEAR)
+    face = SwappedFace(0, m, oval_alpha(), crop=np.asarray(255 - crop, np.uint8), strength=0.8)
     expected = hopper_image.copy()
-    to_frame = np.asarray(cv2.invertAffineTransform(job.to_crop), np.float64)
-    FacePatch(0, swapped, job.alpha, to_frame).paste(expected)
-
-    path = DeviceFramePath(invert, 224, torch.device(device))
-    got, timings = path.submit(hopper_image, [job]).result()
+    paste_on_cpu(expected, face, face.strength)
+    got, timings = DeviceFramePath(torch.device(device)).paste(hopper_image, None, [face])
     assert got.shape == hopper_image.shape and got.dtype == np.uint8
     diff = np.abs(got.astype(int) - expected.astype(int))
     assert diff.mean() < 0.3 and np.percentile(diff, 99.9) <= 3, (diff.mean(), diff.max())
     changed = np.abs(got.astype(int) - hopper_image.astype(int)).max(axis=2) > 40
     assert 0.03 < changed.mean() < 0.5  # the face, and only around it, was replaced
-    assert timings["swap"] > 0
+    assert timings["paste"] > 0 and "upload" in timings
     if device == "cuda":
-        assert {"upload", "swap", "download"} <= set(timings)
+        assert "download" in timings
+
+
+def run_frame(stream: object, compositor: Compositor, image: np.ndarray, faces: list) -> Frame:
+    frame = Frame(image=image, seq=0, captured_ns=0, pts=0.0)
+    frame.faces = list(faces)
+    stream.swap(frame)  # type: ignore[attr-defined]
+    compositor.compose(frame)
+    return frame
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_two_frames_in_flight_each_get_their_own_result(
+def test_interleaved_streams_fade_in_and_out_on_their_own(
     hopper_image: np.ndarray, astronaut_image: np.ndarray, device: str
 ) -> None:
-    path = DeviceFramePath(invert, 224, torch.device(device))
-    first = path.submit(hopper_image, [face_job(hopper_image, torch.device(device))])
-    second = path.submit(astronaut_image, [face_job(astronaut_image, torch.device(device))])
-    image_b, _ = second.result()
-    image_a, _ = first.result()  # collected late: its buffers were not reused meanwhile
-    assert image_a.shape == hopper_image.shape and image_b.shape == astronaut_image.shape
-    assert np.abs(image_a.astype(int) - hopper_image).mean() > 1
-    assert np.abs(image_b.astype(int) - astronaut_image).mean() > 1
-    # Without faces the frame comes back untouched.
-    same, _ = path.submit(hopper_image, []).result()
-    assert np.array_equal(same, hopper_image)
+    """Two streams on one engine, frames alternating, the same track id in both: each fades in
+    over fade_frames from its own first face, and one fading out leaves the other alone."""
+    cfg = load_config(None, {"compose.fade_frames": 4, "compose.paste": "device"})
+    engine = InvertingEngine(cfg, device)
+    streams = [engine.open_stream(identity(device)) for _ in range(2)]
+    assert all(s.device_path is not None for s in streams)
+    compositors = [Compositor(cfg.compose, None, device_path=s.device_path) for s in streams]
+    images = [hopper_image, astronaut_image]
+    faces = [detect_faces(image) for image in images]
+    assert faces[0][0].track_id == faces[1][0].track_id  # they would collide in shared state
+    change: list[list[float]] = [[], []]
+    for step in range(10):
+        for i in (0, 1):
+            if i == 1 and step < 2:
+                continue  # stream 1 starts two frames later
+            present = not (i == 1 and step >= 6)  # stream 1's face leaves after 4 frames
+            frame = run_frame(streams[i], compositors[i], images[i], faces[i] if present else [])
+            change[i].append(float(np.abs(frame.result.astype(int) - images[i]).mean()))
+    first, second = change
+    assert first[0] < first[1] < first[2] < first[3]  # fading in over 4 frames
+    assert first[3] == pytest.approx(first[9], abs=0.01)  # then full strength, undisturbed
+    assert second[0] < second[1] < second[2] < second[3]
+    assert second[3] > second[4] > second[5] > second[6] >= second[7] == 0  # fades out, gone
+    for stream in streams:
+        stream.close()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_several_faces_in_one_frame_go_through_one_generator_call(
+    hopper_image: np.ndarray, astronaut_image: np.ndarray, device: str
+) -> None:
+    canvas = np.full((512, 1024, 3), 128, np.uint8)
+    canvas[:, :512] = astronaut_image
+    canvas[:, 512:] = hopper_image[44:556]
+    faces = detect_faces(canvas)
+    assert len(faces) == 2
+    cfg = load_config(None, {"compose.paste": "device"})
+    engine = InvertingEngine(cfg, device)
+    stream = engine.open_stream(identity(device))
+    compositor = Compositor(cfg.compose, None, fade=False, device_path=stream.device_path)
+    frame = run_frame(stream, compositor, canvas, faces)
+    assert dict(engine.batcher.stats.calls) == {2: 1} and engine.batcher.stats.faces == 2
+    changed = np.abs(frame.result.astype(int) - canvas).max(axis=2) > 40
+    assert changed[:, :512].mean() > 0.03 and changed[:, 512:].mean() > 0.03  # both faces
+    # The same frame pasted on the CPU (OpenCV) agrees with the device paste.
+    cpu_cfg = load_config(None, {"compose.paste": "cpu"})
+    cpu_engine = InvertingEngine(cpu_cfg, device)
+    cpu_stream = cpu_engine.open_stream(identity(device))
+    assert cpu_stream.device_path is None
+    on_cpu = run_frame(cpu_stream, Compositor(cpu_cfg.compose, None, fade=False), canvas, faces)
+    diff = np.abs(on_cpu.result.astype(int) - frame.result.astype(int))
+    assert diff.mean() < 0.5 and np.percentile(diff, 99.9) <= 4, (diff.mean(), diff.max())
 
 
 def test_gpu_report_agrees_with_torch() -> None:
@@ -83,33 +153,6 @@ def test_gpu_report_agrees_with_torch() -> None:
     assert (len(gpus) > 0) == torch.cuda.is_available()
     for gpu in gpus:
         assert gpu.memory_gib > 0 and gpu.name in gpu.describe()
-
-
-def test_engine_device_compositor_feeds_compose(hopper_image: np.ndarray) -> None:
-    """A GPU engine's pasted frame goes through compose untouched but for the label, and faces
-    fade in over the configured frames."""
-    from livswap.compose import Compositor
-    from livswap.config import load_config
-    from livswap.cuda import DeviceCompositor
-    from livswap.frame import Frame
-    from livswap.label import DisclosureLabel
-
-    cfg = load_config()
-    job = face_job(hopper_image, torch.device("cpu"))
-    device = DeviceCompositor(DeviceFramePath(invert, 224, torch.device("cpu")), fade_frames=4)
-    compositor = Compositor(cfg.compose, label=DisclosureLabel())
-    changes = []
-    for seq in range(5):
-        frame = Frame(image=hopper_image, seq=seq, captured_ns=0, pts=0.0)
-        device.swap(frame, [(7, job.to_crop, job.alpha)], job.latent)
-        assert frame.composited is not None and "device_swap" in frame.timings_ms
-        pasted = frame.composited.copy()
-        compositor.compose(frame)
-        assert frame.output is frame.composited
-        labelled = np.abs(frame.output.astype(int) - pasted).max(axis=2) > 0
-        assert 0 < labelled.mean() < 0.1  # only the label was added
-        changes.append(np.abs(pasted.astype(int) - hopper_image).mean())
-    assert changes[0] < changes[1] < changes[2] < changes[3] == changes[4]  # fading in
 
 
 def test_mask_smoother_follows_a_jump_gradually_per_track() -> None:

@@ -9,14 +9,14 @@ import cv2
 import numpy as np
 import pytest
 
-from livswap.cli import run_async
-from livswap.compose import Compositor, FacePatch
+from livswap.compose import Compositor
 from livswap.config import Config, load_config
 from livswap.engine import create_engine
 from livswap.errors import EngineError
-from livswap.frame import Frame
+from livswap.frame import Frame, SwappedFace
 from livswap.label import label_box
 from livswap.output import NullSink
+from livswap.runloop import run_async
 from livswap.session import build_run, build_stages, swap_folder
 from livswap.track import Face, detect_faces
 from livswap.track.landmarks import face_index
@@ -140,7 +140,7 @@ def test_source_without_a_face_is_a_clear_error() -> None:
 def test_frame_without_a_face_passes_through_unchanged(hopper_image: np.ndarray) -> None:
     blank = np.full((240, 320, 3), (40, 90, 160), np.uint8)
     frame = swap_image(mesh_config(), hopper_image, blank)
-    assert "no_face" in frame.notes and frame.patches == []
+    assert "no_face" in frame.notes and frame.swaps == []
     out = frame.result.copy()
     x0, y0, x1, y1 = label_box(320, 240)
     out[y0:y1, x0:x1] = blank[y0:y1, x0:x1]
@@ -174,16 +174,16 @@ def test_faces_fade_in_and_out() -> None:
     cfg = load_config(None, {"compose.fade_frames": 4})
     compositor = Compositor(cfg.compose, label=None)
     white = np.full((64, 64, 3), 255, np.uint8)
-    patch = FacePatch(
+    patch = SwappedFace(
         track_id=7,
-        image=white,
+        to_crop=np.array([[1.0, 0, 0], [0, 1.0, 0]]),
         alpha=np.ones((64, 64), np.float32),
-        to_frame=np.array([[1.0, 0, 0], [0, 1.0, 0]]),
+        crop=white,
     )
     levels = []
     for i in range(8):
         frame = Frame(image=np.zeros((64, 64, 3), np.uint8), seq=i, captured_ns=0, pts=0.0)
-        frame.patches = [patch] if i < 5 else []
+        frame.swaps = [patch] if i < 5 else []
         compositor.compose(frame)
         levels.append(float(frame.result[32, 32, 0]))
     assert levels[0] < levels[1] < levels[2] < levels[3] == 255  # fades in
@@ -205,9 +205,11 @@ def test_each_face_can_have_its_own_source(
     frame = Frame(image=canvas, seq=0, captured_ns=0, pts=0.0)
     for stage in build_stages(cfg, engine, identity, still=True):
         stage.run(frame)
-    assert len(frame.patches) == 2
-    left, right = sorted(frame.patches, key=lambda p: p.to_frame[0, 2])
-    assert left.to_frame[0, 2] < 512 < right.to_frame[0, 2]
+    assert len(frame.swaps) == 2
+    centres = sorted(
+        float(np.linalg.inv(np.vstack([f.to_crop, [0, 0, 1]]))[0, 2]) for f in frame.swaps
+    )
+    assert centres[0] < 512 < centres[1]
 
 
 def test_video_swap_is_smooth_over_time(

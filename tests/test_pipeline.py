@@ -13,12 +13,12 @@ import pytest
 import pyvirtualcam
 
 from livswap.capture import PatternSource, VideoFileSource
-from livswap.cli import run_async
 from livswap.config import load_config
 from livswap.frame import Frame
 from livswap.label import label_box
 from livswap.output import NullSink, VideoFileSink, VirtualCameraSink
 from livswap.pipeline import Pipeline, Stage
+from livswap.runloop import run_async
 from livswap.session import build_run
 from tests.media import probe
 

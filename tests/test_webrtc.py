@@ -22,8 +22,8 @@ from livswap.config import Config, load_config
 from livswap.errors import EngineError
 from livswap.label import label_box
 from livswap.webrtc.jitter import MarkerJitterBuffer
-from livswap.webrtc.ring import FrameRing
 from livswap.webrtc.server import Server, create_app, enable_loopback_candidates
+from livswap.worker.ring import FrameRing
 from tests.media import moving_frames
 
 
@@ -325,19 +325,28 @@ def test_server_refuses_to_listen_beyond_loopback_without_tls() -> None:
     assert check_exposure(load_config()) == ""  # loopback: no token needed
 
 
+class _BrokenStream:
+    device_path = None
+
+    def swap(self, frame: Any) -> None:
+        raise EngineError("the GPU is gone")
+
+    def close(self) -> None:
+        pass
+
+
 class _BrokenEngine:
     """An engine whose every swap fails for good (a lost GPU, say)."""
 
     name = "passthrough"
-    needs_faces = False
 
     def prepare(self, sources: Any, names: Any = None) -> Any:
         from livswap.engine import Identity
 
         return Identity(engine=self.name, key="", data=None)
 
-    def swap(self, frame: Any, identity: Any) -> None:
-        raise EngineError("the GPU is gone")
+    def open_stream(self, identity: Any) -> _BrokenStream:
+        return _BrokenStream()
 
 
 def test_worker_reports_a_peer_whose_pipeline_stopped(hopper_image: np.ndarray) -> None:
@@ -346,22 +355,23 @@ def test_worker_reports_a_peer_whose_pipeline_stopped(hopper_image: np.ndarray) 
     import multiprocessing
     import threading
 
-    from livswap.webrtc.ring import rgb_to_i420
-    from livswap.webrtc.worker import _FrameIn, _OpenPeer, _PeerFailed, _SharedEngine, _Worker
+    from livswap.worker.child import _Worker
+    from livswap.worker.messages import FrameIn, OpenStream, StreamFailed
+    from livswap.worker.ring import rgb_to_i420
 
     server_end, worker_end = multiprocessing.Pipe()
     worker = _Worker(load_config(), worker_end)
-    worker.engines["passthrough"] = _SharedEngine(_BrokenEngine())  # type: ignore[arg-type]
+    worker.engines["passthrough"] = _BrokenEngine()
     ring_in, ring_out = FrameRing.create(480, 640), FrameRing.create(480, 640)
     image = np.ascontiguousarray(hopper_image[:480, :640])
     replies: list[Any] = []
 
     def server() -> None:
-        server_end.send((1, _OpenPeer(7, "passthrough", None, None)))
+        server_end.send((1, OpenStream(7, "passthrough", None, None)))
         replies.append(server_end.recv())
         ring_in.write(0, rgb_to_i420(image))
         h, w = image.shape[:2]
-        server_end.send((None, _FrameIn(7, 0, ring_in.name, ring_out.name, 480, 640, h, w, 0.0, 0)))
+        server_end.send((None, FrameIn(7, 0, ring_in.name, ring_out.name, 480, 640, h, w, 0.0, 0)))
         if server_end.poll(30):
             replies.append(server_end.recv())
         server_end.send(None)
@@ -375,4 +385,4 @@ def test_worker_reports_a_peer_whose_pipeline_stopped(hopper_image: np.ndarray) 
         ring_in.close()
         ring_out.close()
     assert replies[0] == (1, None, None)
-    assert replies[1] == (None, _PeerFailed(7, "the GPU is gone"))
+    assert replies[1] == (None, StreamFailed(7, "the GPU is gone"))

@@ -1,18 +1,17 @@
-"""The whole per-frame swap on the device: upload once, crop, run the generator, mask, paste
-back, download once.
+"""A stream's per-frame work on the device: upload once, crop the faces, paste the swapped crops
+back, download once. Plain PyTorch, so the same code runs on CUDA and, in the tests, on the CPU.
 
-On CUDA the frame's upload (pinned host memory, non-blocking) runs on a copy stream and the
-rest on a compute stream that waits for it with an event, so the next frame's upload overlaps
-this frame's generator; each phase is timed with CUDA events read only when the frame is
-collected (no synchronize per stage). :meth:`DeviceFramePath.submit` returns at once on CUDA;
-:meth:`PendingFrame.result` waits. Two host buffers alternate, so a caller can keep one frame in
-flight while submitting the next. On the CPU the same code runs synchronously.
+One :class:`DeviceFramePath` belongs to one stream (a camera, a browser peer). On CUDA it has a
+CUDA stream of its own: while the batched generator runs one batch, other streams' uploads,
+crops and paste-backs proceed on theirs. Frames of one stream are processed one at a time (the
+pipeline hands a stream's frames over one by one), so one pinned buffer each way is enough.
+Phases are timed with CUDA events, read once the frame is downloaded (no sync per phase).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,164 +19,123 @@ import numpy.typing as npt
 import torch
 
 from livswap.cuda.warp import crop_face, paste_face
-from livswap.frame import Frame
+from livswap.frame import SwappedFace
 
-__all__ = ["DeviceCompositor", "DeviceFramePath", "FaceJob", "PendingFrame"]
-
-Generator = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-@dataclass(frozen=True)
-class FaceJob:
-    """One face to swap: where its crop is, the paste-back alpha in crop space, the identity."""
-
-    to_crop: npt.NDArray[np.float64]  # (2, 3) frame pixel -> crop pixel
-    alpha: npt.NDArray[np.float32]  # (S, S) in 0..1
-    latent: torch.Tensor  # (1, L) on the path's device
-    strength: float = 1.0
+__all__ = ["DeviceFramePath", "DeviceImage"]
 
 
 @dataclass
-class _Slot:
-    """Pinned host buffers for one frame in flight, and the event that frees them."""
+class DeviceImage:
+    """A frame on the device: (3, H, W) float planes in 0..255, and what its upload cost."""
 
-    host_in: torch.Tensor
-    host_out: torch.Tensor
-    done: torch.cuda.Event | None = None
-
-
-@dataclass
-class PendingFrame:
-    """A submitted frame; :meth:`result` returns the pasted image and per-phase milliseconds."""
-
-    _slot: _Slot
+    planes: torch.Tensor
+    timings_ms: dict[str, float] = field(default_factory=dict)
     _events: list[tuple[str, torch.cuda.Event, torch.cuda.Event]] = field(default_factory=list)
-    _cpu_ms: dict[str, float] = field(default_factory=dict)
-
-    def result(self) -> tuple[npt.NDArray[np.uint8], dict[str, float]]:
-        if self._slot.done is not None:
-            self._slot.done.synchronize()
-        timings = dict(self._cpu_ms)
-        for name, start, end in self._events:
-            timings[name] = timings.get(name, 0.0) + start.elapsed_time(end)
-        image: npt.NDArray[np.uint8] = self._slot.host_out.numpy().copy()
-        return image, timings
 
 
 class DeviceFramePath:
-    """Swaps every face of a frame on ``device`` with ``generator`` (a GeneratorRunner or any
-    ``(crop in [0,1], latent) -> crop in [0,1]`` callable) at crop size ``crop``."""
+    """Upload, crop and paste-back for one stream on ``device``."""
 
-    def __init__(self, generator: Generator, crop: int, device: torch.device) -> None:
-        self.generator = generator
-        self.crop = crop
+    def __init__(self, device: torch.device) -> None:
         self.device = device
         self.cuda = device.type == "cuda"
-        self._copy_stream = torch.cuda.Stream(device) if self.cuda else None  # type: ignore[no-untyped-call]
-        self._compute_stream = torch.cuda.Stream(device) if self.cuda else None  # type: ignore[no-untyped-call]
-        self._slots: list[_Slot] = []
-        self._next = 0
+        self.stream = torch.cuda.Stream(device) if self.cuda else None  # type: ignore[no-untyped-call]
+        self._host_in: torch.Tensor | None = None
+        self._host_out: torch.Tensor | None = None
 
-    def _slot(self, shape: tuple[int, ...]) -> _Slot:
-        if not self._slots or tuple(self._slots[0].host_in.shape) != shape:
-            pin = self.cuda
-            self._slots = [
-                _Slot(
-                    torch.empty(shape, dtype=torch.uint8, pin_memory=pin),
-                    torch.empty(shape, dtype=torch.uint8, pin_memory=pin),
-                )
-                for _ in range(2)
-            ]
-        slot = self._slots[self._next]
-        self._next = (self._next + 1) % len(self._slots)
-        if slot.done is not None:
-            slot.done.synchronize()  # its previous frame must be collected before reuse
-        return slot
+    def _buffers(self, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._host_in is None or self._host_out is None or self._host_in.shape != shape:
+            self._host_in = torch.empty(shape, dtype=torch.uint8, pin_memory=self.cuda)
+            self._host_out = torch.empty(shape, dtype=torch.uint8, pin_memory=self.cuda)
+        return self._host_in, self._host_out
 
-    def submit(self, image: npt.NDArray[np.uint8], faces: Sequence[FaceJob]) -> PendingFrame:
-        slot = self._slot(image.shape)
-        slot.host_in.numpy()[...] = image
-        if not self.cuda:
-            return self._run_cpu(slot, faces)
-        assert self._copy_stream is not None and self._compute_stream is not None
-        pending = PendingFrame(slot)
+    def _event(self) -> torch.cuda.Event:
+        return torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
 
-        def event() -> torch.cuda.Event:
-            return torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
-
-        up_start, up_end = event(), event()
-        with torch.cuda.stream(self._copy_stream):
-            up_start.record()
-            frame_u8 = slot.host_in.to(self.device, non_blocking=True)
-            alphas = [
-                torch.from_numpy(job.alpha).pin_memory().to(self.device, non_blocking=True)
-                for job in faces
-            ]
-            up_end.record()
-        pending._events.append(("upload", up_start, up_end))
-        self._compute_stream.wait_event(up_end)
-        with torch.cuda.stream(self._compute_stream):
-            # Allocated on the copy stream, used here: tell the caching allocator.
-            frame_u8.record_stream(self._compute_stream)
-            for alpha in alphas:
-                alpha.record_stream(self._compute_stream)
-            start, swapped = event(), event()
-            start.record()
-            out = self._swap(frame_u8, faces, alphas)
-            swapped.record()
-            slot.host_out.copy_(out, non_blocking=True)
-            done = event()
-            done.record()
-        pending._events += [("swap", start, swapped), ("download", swapped, done)]
-        slot.done = done
-        return pending
-
-    def _run_cpu(self, slot: _Slot, faces: Sequence[FaceJob]) -> PendingFrame:
+    def upload(self, image: npt.NDArray[np.uint8]) -> DeviceImage:
+        """The frame's pixels on the device, planar (grid_sample on an HWC view is ~8x slower)."""
         started = time.perf_counter()
-        out = self._swap(slot.host_in, faces, [torch.from_numpy(job.alpha) for job in faces])
-        slot.host_out.copy_(out)
-        return PendingFrame(slot, _cpu_ms={"swap": (time.perf_counter() - started) * 1e3})
+        host_in, _ = self._buffers(image.shape)
+        host_in.numpy()[...] = image
+        if self.stream is None:
+            planes = host_in.permute(2, 0, 1).float()
+            return DeviceImage(planes, {"upload": (time.perf_counter() - started) * 1e3})
+        start, end = self._event(), self._event()
+        with torch.cuda.stream(self.stream):
+            start.record()
+            planes = host_in.to(self.device, non_blocking=True).permute(2, 0, 1).float()
+            end.record()
+        return DeviceImage(planes, _events=[("upload", start, end)])
 
-    def _swap(
-        self, frame_u8: torch.Tensor, faces: Sequence[FaceJob], alphas: Sequence[torch.Tensor]
-    ) -> torch.Tensor:
-        """(H, W, 3) uint8 on the device -> the same with every face swapped and pasted."""
-        with torch.inference_mode():
-            # Planar and contiguous: grid_sample on the HWC view's strides is ~8x slower.
-            planes = frame_u8.permute(2, 0, 1).contiguous().float()
-            out = planes.clone()
-            for job, alpha in zip(faces, alphas, strict=True):
-                crop = crop_face(planes, job.to_crop, self.crop) / 255.0
-                swapped = self.generator(crop, job.latent).clamp(0, 1) * 255.0
-                paste_face(out, swapped, alpha, job.to_crop, job.strength)
-            return out.round_().to(torch.uint8).permute(1, 2, 0).contiguous()
+    def crops(
+        self, frame: DeviceImage, transforms: Sequence[npt.NDArray[np.float64]], size: int
+    ) -> tuple[torch.Tensor, torch.cuda.Event | None]:
+        """(N, 3, size, size) crops in 0..1, and on CUDA the event after which they are ready
+        (the generator runs on another CUDA stream and waits for it)."""
+        with torch.inference_mode(), self._on_stream():
+            crops = torch.cat([crop_face(frame.planes, m, size) for m in transforms]) / 255.0
+            ready = None
+            if self.stream is not None:
+                ready = torch.cuda.Event()  # type: ignore[no-untyped-call]
+                ready.record(self.stream)
+        return crops, ready
+
+    def paste(
+        self, image: npt.NDArray[np.uint8], frame: DeviceImage | None, faces: Sequence[SwappedFace]
+    ) -> tuple[npt.NDArray[np.uint8], dict[str, float]]:
+        """``image`` with every face pasted at its strength (fade included); one download.
+
+        ``frame`` is the upload the engine already made of ``image``, or None (a frame where
+        only fading-out faces are left is uploaded here)."""
+        started = time.perf_counter()
+        if frame is None:
+            frame = self.upload(image)
+        _, host_out = self._buffers(image.shape)
+        timings = dict(frame.timings_ms)
+        events = list(frame._events)
+        with torch.inference_mode(), self._on_stream():
+            paste_start = self._event() if self.stream is not None else None
+            if paste_start is not None:
+                paste_start.record()
+            out = frame.planes.clone()
+            for face in faces:
+                crop = face.resolve()
+                if self.stream is not None and isinstance(crop, torch.Tensor) and crop.is_cuda:
+                    # Made on the generator's CUDA stream, read on this one: tell the allocator.
+                    crop.record_stream(self.stream)
+                swapped = _crop_tensor(crop, self.device) * 255.0
+                alpha = torch.from_numpy(face.alpha).to(self.device, non_blocking=True)
+                paste_face(out, swapped[None], alpha, face.to_crop, face.strength)
+            pasted = self._event() if self.stream is not None else None
+            if pasted is not None:
+                pasted.record()
+            host_out.copy_(out.round_().to(torch.uint8).permute(1, 2, 0), non_blocking=True)
+            if self.stream is not None and paste_start is not None and pasted is not None:
+                done = self._event()
+                done.record()
+                done.synchronize()
+                events += [("paste", paste_start, pasted), ("download", pasted, done)]
+        for name, start, end in events:
+            timings[name] = timings.get(name, 0.0) + start.elapsed_time(end)
+        if self.stream is None:
+            timings["paste"] = (time.perf_counter() - started) * 1e3
+        result: npt.NDArray[np.uint8] = host_out.numpy().copy()
+        return result, timings
+
+    def _on_stream(self) -> torch.cuda.StreamContext | _NoStream:
+        return torch.cuda.stream(self.stream) if self.stream is not None else _NoStream()
 
 
-class DeviceCompositor:
-    """A neural engine's GPU paste-back: runs :class:`DeviceFramePath` for a pipeline frame and
-    stores the result in ``frame.composited`` (compose then only labels it). Faces fade in over
-    ``fade_frames`` like the CPU compositor's; a face that disappears is dropped at once, since
-    its last swapped crop is not kept on the device."""
+class _NoStream:
+    def __enter__(self) -> None:
+        return None
 
-    def __init__(self, path: DeviceFramePath, fade_frames: int) -> None:
-        self.path = path
-        self.step = 1.0 / fade_frames if fade_frames > 0 else 1.0
-        self._levels: dict[int, float] = {}
+    def __exit__(self, *exc: object) -> None:
+        return None
 
-    def swap(
-        self,
-        frame: Frame,
-        placements: Sequence[tuple[int, npt.NDArray[np.float64], npt.NDArray[np.float32]]],
-        latent: torch.Tensor,
-    ) -> None:
-        """``placements``: (track id, frame->crop transform, crop-space alpha) per face."""
-        levels = {tid: min(1.0, self._levels.get(tid, 0.0) + self.step) for tid, _, _ in placements}
-        self._levels = levels
-        jobs = [
-            FaceJob(m, alpha, latent, 0.5 - 0.5 * float(np.cos(np.pi * levels[tid])))
-            for tid, m, alpha in placements
-        ]
-        image, timings = self.path.submit(frame.image, jobs).result()
-        frame.composited = image
-        for name, ms in timings.items():
-            frame.timings_ms[f"device_{name}"] = ms
+
+def _crop_tensor(crop: torch.Tensor | npt.NDArray[np.uint8], device: torch.device) -> torch.Tensor:
+    """A swapped crop as (3, S, S) float in 0..1 on ``device``, whichever form the engine gave."""
+    if isinstance(crop, torch.Tensor):
+        return crop.to(device).float().clamp(0, 1)
+    return torch.from_numpy(np.ascontiguousarray(crop)).to(device).permute(2, 0, 1).float() / 255.0

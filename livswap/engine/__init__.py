@@ -6,19 +6,33 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from livswap.config import Config
-from livswap.engine.base import Engine, Identity
+from livswap.engine.base import Engine, EngineStream, Identity, MixingEngine
 from livswap.engine.passthrough import PassthroughEngine
 from livswap.errors import EngineError
 
-__all__ = ["ENGINES", "Engine", "EngineSpec", "Identity", "create_engine", "engine_names"]
+__all__ = [
+    "ENGINES",
+    "Engine",
+    "EngineSpec",
+    "EngineStream",
+    "Identity",
+    "MixingEngine",
+    "create_engine",
+    "engine_names",
+]
 
 
 @dataclass(frozen=True)
 class EngineSpec:
+    """An engine's name, what it is, how it is built and what it can do: the one place the
+    pipeline, the CLI and the server look up an engine's capabilities."""
+
     name: str
     summary: str
     factory: Callable[[Config], Engine]
-    needs_source: bool
+    needs_source: bool  # a source photo is required (--source)
+    needs_faces: bool = True  # frames are tracked before the swap
+    can_mix: bool = False  # a second identity can be blended in (--source-mix)
 
 
 def _passthrough(cfg: Config) -> Engine:
@@ -57,6 +71,7 @@ ENGINES: dict[str, EngineSpec] = {
             "no swap (measures the pipeline; a safe fallback)",
             _passthrough,
             needs_source=False,
+            needs_faces=False,
         ),
         EngineSpec(
             "mesh",
@@ -69,18 +84,21 @@ ENGINES: dict[str, EngineSpec] = {
             "SimSwap 224 on your imported weights (non-commercial licence)",
             _simswap_224,
             needs_source=True,
+            can_mix=True,
         ),
         EngineSpec(
             "simswap-512",
             "SimSwap 512 (beta) on your imported weights (non-commercial licence)",
             _simswap_512,
             needs_source=True,
+            can_mix=True,
         ),
         EngineSpec(
             "inswapper-128",
             "InsightFace inswapper_128 via ONNX Runtime on your files (non-commercial licence)",
             _inswapper_128,
             needs_source=True,
+            can_mix=True,
         ),
     )
 }

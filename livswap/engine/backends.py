@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from torch import nn
 
@@ -92,10 +93,10 @@ def resolve_spec(cfg: EngineConfig, *, default_backend: BackendName = "eager") -
 class GeneratorRunner:
     """Calls a generator the same way whatever the backend.
 
-    ``runner(target, latent)``: ``target`` is (1, 3, S, S) in [0, 1] and ``latent`` (1, L), both
-    on ``spec.device`` in any float dtype; the result is (1, 3, S, S) fp32 in [0, 1] on the same
-    device. Shapes are fixed at build time (compiled backends specialise on them), so faces go
-    through one at a time.
+    ``runner(target, latent)``: ``target`` is (B, 3, S, S) in [0, 1] and ``latent`` (B, L), one
+    identity per item, both on ``spec.device`` in any float dtype; the result is (B, 3, S, S)
+    fp32 in [0, 1] on the same device. Compiled backends specialise on B: callers use the fixed
+    buckets of :mod:`livswap.engine.batching`, so each bucket is built once, when first seen.
     """
 
     def __init__(
@@ -140,9 +141,9 @@ def build_runner(
     elif spec.backend == "compile":
         runner = _compiled(module, spec, cache_dir, example)
     elif spec.backend == "tensorrt":
-        runner = _tensorrt(module, spec, cache_dir / f"{key}-trt{_trt_version()}.ep", example)
+        runner = _tensorrt(module, spec, cache_dir / f"{key}-trt{_trt_version()}", example)
     else:
-        path = onnx_file or _export_onnx(module, cache_dir / f"{cache_key}-{crop}.onnx", crop)
+        path = onnx_file or _export_onnx(module, cache_dir / f"{cache_key}-{crop}-b.onnx", crop)
         runner = _onnxruntime(path, spec)
     runner(*example)  # first call: compiles / loads kernels now rather than on the first frame
     runner.build_seconds = time.perf_counter() - started
@@ -200,7 +201,7 @@ def _trt_version() -> str:
 
 
 def _tensorrt(
-    module: nn.Module, spec: RunnerSpec, path: Path, example: tuple[torch.Tensor, torch.Tensor]
+    module: nn.Module, spec: RunnerSpec, stem: Path, example: tuple[torch.Tensor, torch.Tensor]
 ) -> GeneratorRunner:
     try:
         import torch_tensorrt
@@ -208,23 +209,34 @@ def _tensorrt(
         raise EngineError(
             "engine.backend 'tensorrt' needs Torch-TensorRT: pip install 'livswap[tensorrt]'"
         ) from None
-    if path.exists():
-        log.info("loading the TensorRT engine %s", path)
-        trt_module: Any = torch_tensorrt.load(str(path)).module()
-    else:
-        log.info("building a TensorRT engine (minutes, once); it is saved as %s", path)
-        model = module.to(spec.device, spec.dtype)
+    model = module.to(spec.device, spec.dtype)
+    engines: dict[int, Any] = {}  # one engine per batch bucket, built (or loaded) when first used
+
+    def engine_for(target: torch.Tensor, latent: torch.Tensor) -> Any:
+        batch = int(target.shape[0])
+        if batch in engines:
+            return engines[batch]
+        path = stem.with_name(f"{stem.name}-b{batch}.ep")
+        if path.exists():
+            log.info("loading the TensorRT engine %s", path)
+            engines[batch] = torch_tensorrt.load(str(path)).module()
+            return engines[batch]
+        log.info("building a TensorRT engine for batch %d (minutes, once): %s", batch, path)
+        inputs = [target.to(spec.dtype), latent.to(spec.dtype)]
         # Torch-TensorRT >= 2.13 is strongly typed: the graph's own dtypes (fp16 convs, the
         # explicit fp32 norm statistics) decide each layer's precision.
-        trt_module = torch_tensorrt.compile(
-            model, ir="dynamo", arg_inputs=list(example), min_block_size=1
-        )
+        built = torch_tensorrt.compile(model, ir="dynamo", arg_inputs=inputs, min_block_size=1)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(path.name + ".partial")
-        torch_tensorrt.save(trt_module, str(partial), arg_inputs=list(example))
+        torch_tensorrt.save(built, str(partial), arg_inputs=inputs)
         os.replace(partial, path)
+        engines[batch] = built
+        return built
+
+    engine_for(*example)
 
     def call(target: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+        trt_module = engine_for(target, latent)
         out: torch.Tensor = trt_module(target.to(spec.dtype), latent.to(spec.dtype))
         return out.float()
 
@@ -241,6 +253,8 @@ def _export_onnx(module: nn.Module, path: Path, crop: int) -> Path:
     args = (torch.rand(1, 3, crop, crop), torch.nn.functional.normalize(torch.randn(1, 512)))
     partial = path.with_name(path.name + ".partial")
     # The TorchScript exporter: the dynamo one needs onnxscript, which livswap does not require.
+    # The batch axis stays free, so one graph serves every batch bucket.
+    batch = {0: "batch"}
     torch.onnx.export(
         model,
         args,
@@ -249,40 +263,38 @@ def _export_onnx(module: nn.Module, path: Path, crop: int) -> Path:
         output_names=["output"],
         opset_version=17,
         dynamo=False,
+        dynamic_axes={"target": batch, "source": batch, "output": batch},
     )
     os.replace(partial, path)
     return path
 
 
 def _onnxruntime(path: Path, spec: RunnerSpec) -> GeneratorRunner:
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise EngineError(
-            "engine.backend 'onnxruntime' needs ONNX Runtime: pip install 'livswap[onnx]'"
-        ) from None
-    providers = ["CPUExecutionProvider"]
-    if spec.device.type == "cuda":
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise EngineError(
-                "engine.backend 'onnxruntime' on CUDA needs onnxruntime-gpu "
-                "(pip install onnxruntime-gpu); or set engine.device = 'cpu'"
-            )
-        providers.insert(0, "CUDAExecutionProvider")
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=providers)
-    names = [i.name for i in session.get_inputs()]
+    from livswap.engine.onnx import ort_session
+
+    session = ort_session(path, spec.device, "engine.backend 'onnxruntime'")
+    inputs = session.get_inputs()
+    names = [i.name for i in inputs]
     target_name, source_name = (
         ("target", "source") if {"target", "source"} <= set(names) else (names[0], names[1])
     )
+    # A graph saved with batch 1 fixed (inswapper's own file) runs a batch item by item.
+    fixed_batch = next(i.shape[0] for i in inputs if i.name == target_name) == 1
 
-    def call(target: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+    def run(target: torch.Tensor, latent: torch.Tensor) -> npt.NDArray[np.float32]:
         feeds = {
             target_name: target.float().cpu().numpy(),
             source_name: latent.float().cpu().numpy(),
         }
-        out = np.asarray(session.run(None, feeds)[0], np.float32)
+        return np.asarray(session.run(None, feeds)[0], np.float32)
+
+    def call(target: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+        if fixed_batch and target.shape[0] > 1:
+            out = np.concatenate(
+                [run(t[None], z[None]) for t, z in zip(target, latent, strict=True)]
+            )
+        else:
+            out = run(target, latent)
         return torch.from_numpy(out).to(spec.device)
 
     return GeneratorRunner(spec, call)

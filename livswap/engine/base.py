@@ -1,14 +1,24 @@
-"""The swap-engine contract shared by the built-in and the neural engines."""
+"""The swap-engine contract shared by the built-in and the neural engines.
+
+An :class:`Engine` holds what every stream shares: weights, compiled runners, caches, the
+batched generator. :meth:`Engine.open_stream` gives one stream (a camera, a browser peer) its
+:class:`EngineStream`, which owns everything that changes from frame to frame: per-face track
+state, mask smoothing, the running neutral shape, the device buffers. ``livswap serve`` runs many
+streams on one engine, so nothing temporal lives on the engine.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from livswap.frame import Frame, Image
 
-__all__ = ["Engine", "Identity"]
+if TYPE_CHECKING:
+    from livswap.cuda.frame_path import DeviceFramePath
+
+__all__ = ["Engine", "EngineStream", "Identity", "MixingEngine"]
 
 
 @dataclass(frozen=True)
@@ -17,6 +27,7 @@ class Identity:
 
     ``data`` is engine-specific (an embedding, a prepared face texture) and opaque to the
     pipeline; ``key`` identifies it (content hash of the sources plus engine name) for caching.
+    An identity is read-only: many streams may use one.
     """
 
     engine: str
@@ -25,18 +36,42 @@ class Identity:
 
 
 @runtime_checkable
-class Engine(Protocol):
-    """Turns a tracked frame into swapped face patches.
+class EngineStream(Protocol):
+    """One stream's swap: ``swap`` runs per frame and only appends to ``frame.swaps``.
 
-    ``prepare`` runs once per source set; ``swap`` runs per frame in a worker thread and only
-    appends to ``frame.patches`` (compose pastes them). Engines never touch capture or output.
+    ``device_path`` is where compose pastes this stream's faces: the stream's device frame
+    path, or None for OpenCV on the CPU.
     """
 
+    @property
+    def device_path(self) -> DeviceFramePath | None: ...
+
+    def swap(self, frame: Frame) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """Shared by all streams; capabilities (needs a source, faces, mixing) are in its spec."""
+
     name: str
-    needs_faces: bool
 
     def prepare(self, sources: Sequence[Image], names: Sequence[str] | None = None) -> Identity:
         """Prepare the identity from source photos; ``names`` label them in error messages."""
         ...
 
-    def swap(self, frame: Frame, identity: Identity) -> None: ...
+    def open_stream(self, identity: Identity) -> EngineStream: ...
+
+
+@runtime_checkable
+class MixingEngine(Engine, Protocol):
+    """An engine that can blend a second identity in (``--source-mix``)."""
+
+    def prepare_mix(
+        self,
+        sources: Sequence[Image],
+        mix: Image,
+        weight: float,
+        names: Sequence[str] | None = None,
+    ) -> Identity: ...

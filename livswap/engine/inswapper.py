@@ -2,7 +2,7 @@
 w600k_r50 ArcFace for the source identity, on the user's own model files.
 
 Alignment and the latent follow InsightFace's own inference (arcface template, ``n @ emap``);
-paste-back goes through the shared :class:`FacePatch` / compose path.
+the generator is batched across streams and compose pastes the faces back.
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ from livswap.config import Config
 from livswap.engine.backends import build_runner, onnx_runner, resolve_spec
 from livswap.engine.identity import EmbeddingCache
 from livswap.engine.models.inswapper import load_inswapper_onnx
-from livswap.engine.neural import NeuralEngine, Placement
+from livswap.engine.neural import NeuralEngine
+from livswap.engine.onnx import ort_session
 from livswap.engine.simswap import _similarity
-from livswap.errors import EngineError, ModelError
-from livswap.frame import Frame, Image
+from livswap.errors import ModelError
+from livswap.frame import Image
 from livswap.models import ModelStore, model_dir
 from livswap.models.download import sha256_of
 
@@ -48,24 +49,6 @@ def arcface_transform(keypoints: npt.NDArray[np.float32], size: int) -> npt.NDAr
     if size % 128 == 0:
         template = template + np.array([8.0 * size / 128, 0.0])
     return _similarity(keypoints.astype(np.float64), template)
-
-
-def _session(path: Path, label: str) -> Any:
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise EngineError(
-            "engine 'inswapper-128' needs ONNX Runtime: pip install 'livswap[onnx]'"
-        ) from None
-    providers = [
-        p
-        for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
-        if p in ort.get_available_providers()
-    ]
-    try:
-        return ort.InferenceSession(str(path), providers=providers)
-    except Exception as exc:
-        raise ModelError(f"{label}: {path.name} cannot be loaded by ONNX Runtime: {exc}") from None
 
 
 def _emap(path: Path) -> npt.NDArray[np.float32]:
@@ -114,7 +97,7 @@ class InswapperEngine(NeuralEngine):
                 cache_dir=cache,
                 cache_key=f"inswapper-128-{sha256_of(swapper_path)[:16]}",
             )
-        self.encoder = _session(encoder_path, "model w600k-r50")
+        self.encoder = ort_session(encoder_path, self.device, "model w600k-r50")
         self.encoder_input = self.encoder.get_inputs()[0].name
         self.embeddings = EmbeddingCache(
             store.folder / "cache", "w600k-" + sha256_of(encoder_path)[:16], self._encode
@@ -125,7 +108,7 @@ class InswapperEngine(NeuralEngine):
         inset = SWAP_SIZE // 10
         box[inset:-inset, inset:-inset] = 255
         self.box_alpha = feather(box, SWAP_SIZE / 20).astype(np.float32)
-        self._start_device_path(cfg)
+        self._start(cfg)
 
     def _encode(self, image: Image, keypoints: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         crop = cv2.warpAffine(image, arcface_transform(keypoints, 112), (112, 112))
@@ -139,8 +122,5 @@ class InswapperEngine(NeuralEngine):
         latent: npt.NDArray[np.float32] = embedding[None] @ self.emap
         return latent / max(float(np.linalg.norm(latent)), 1e-12)
 
-    def placements(self, frame: Frame) -> list[Placement]:
-        return [
-            (face.track_id, arcface_transform(face.keypoints, SWAP_SIZE), self.box_alpha)
-            for face in frame.faces
-        ]
+    def placement(self, face: Any) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float32]]:
+        return arcface_transform(face.keypoints, SWAP_SIZE), self.box_alpha

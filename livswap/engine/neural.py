@@ -1,62 +1,74 @@
-"""What the neural engines (SimSwap, inswapper) share: the source identity, computed once and
-cached (several photos averaged, a second identity blended in), and the per-frame swap: on CUDA
-the device path of :mod:`livswap.cuda`, else a CPU crop, the generator, and a
-:class:`FacePatch` that compose pastes."""
+"""What the neural engines (SimSwap, inswapper) share.
+
+The engine holds the generator (behind one :class:`~livswap.engine.batching.BatchedGenerator`
+for all streams), the identity encoder and the embedding cache. Each stream
+(:class:`NeuralStream`) places its faces, smooths their masks over time, crops them (with
+OpenCV, or on the device through its own :class:`~livswap.cuda.DeviceFramePath`), and submits
+the crops to the batched generator; compose waits for the swapped crops and pastes them.
+"""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 import torch
 
-from livswap.compose import FacePatch
+from livswap.compose import MaskSmoother
 from livswap.config import Config
-from livswap.cuda.frame_path import DeviceCompositor, DeviceFramePath
+from livswap.cuda.frame_path import DeviceFramePath
 from livswap.engine.backends import GeneratorRunner
-from livswap.engine.base import Identity
+from livswap.engine.base import EngineStream, Identity
+from livswap.engine.batching import BatchedGenerator
 from livswap.engine.identity import EmbeddingCache, blend
-from livswap.frame import Frame, Image
+from livswap.frame import Frame, Image, SwappedFace
 
-__all__ = ["Latent", "NeuralEngine", "Placement"]
-
-# (track id, frame -> crop transform, crop-space paste-back alpha) of one face.
-Placement = tuple[int, npt.NDArray[np.float64], npt.NDArray[np.float32]]
+__all__ = ["Latent", "NeuralEngine", "NeuralStream"]
 
 
 @dataclass(frozen=True)
 class Latent:
-    vector: torch.Tensor  # (1, 512) on the engine's device: what the generator is fed
+    vector: torch.Tensor  # (1, L) on the engine's device: what the generator is fed
 
 
 class NeuralEngine:
     """Base of the neural engines. Subclasses set ``name``, ``device``, ``generator``, ``crop``
-    and ``embeddings``, call :meth:`_start_device_path`, and define :meth:`latent` (raw
-    embedding -> generator input) and :meth:`placements`."""
+    and ``embeddings``, call :meth:`_start`, and define :meth:`latent` (raw embedding ->
+    generator input) and :meth:`placement` (one face -> crop transform and paste alpha)."""
 
     name: str
-    needs_faces = True
     device: torch.device
     generator: GeneratorRunner
     crop: int
     embeddings: EmbeddingCache
-    device_compositor: DeviceCompositor | None = None
+    batcher: BatchedGenerator
+    smoothing: float = 0.0
+    paste_on_device: bool = False
 
-    def _start_device_path(self, cfg: Config) -> None:
-        """On a GPU the whole paste-back stays on the device (one upload, one download)."""
-        if self.device.type == "cuda":
-            path = DeviceFramePath(self.generator, self.crop, self.device)
-            self.device_compositor = DeviceCompositor(path, cfg.compose.fade_frames)
+    def _start(self, cfg: Config) -> None:
+        """The shared batched generator, and where streams paste (``[compose] paste``)."""
+        frame_interval = 1.0 / cfg.capture.fps
+        self.batcher = BatchedGenerator(
+            self.generator,
+            device=self.device,
+            max_batch=cfg.engine.max_batch,
+            max_wait_s=cfg.engine.batch_wait * frame_interval,
+        )
+        self.smoothing = cfg.compose.temporal_smoothing
+        paste = cfg.compose.paste
+        self.paste_on_device = paste == "device" or (paste == "auto" and self.device.type == "cuda")
 
     def latent(self, embedding: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """The generator's identity input (1, L) from the averaged raw embedding."""
         raise NotImplementedError
 
-    def placements(self, frame: Frame) -> list[Placement]:
+    def placement(self, face: Any) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float32]]:
+        """A face's frame -> crop transform and its paste-back alpha in crop space."""
         raise NotImplementedError
 
     # -- identity ----------------------------------------------------------------------------
@@ -81,24 +93,48 @@ class NeuralEngine:
         other = self.embeddings.identity_vector([mix], ["mix photo"], self.name)
         return self._identity(blend(base, other, weight))
 
-    # -- per frame ---------------------------------------------------------------------------
-    def swap(self, frame: Frame, identity: Identity) -> None:
+    def open_stream(self, identity: Identity) -> EngineStream:
+        return NeuralStream(self, identity)
+
+
+class NeuralStream:
+    """One stream of a neural engine: its mask smoothing, its device buffers, its batch id."""
+
+    def __init__(self, engine: NeuralEngine, identity: Identity) -> None:
         latent: Latent = identity.data
-        placements = self.placements(frame)
-        if self.device_compositor is not None:
-            self.device_compositor.swap(frame, placements, latent.vector)
+        self.engine = engine
+        self.latent = latent.vector
+        self.mask_smoother = MaskSmoother(engine.smoothing)
+        self.device_path = DeviceFramePath(engine.device) if engine.paste_on_device else None
+        self.batch_id = engine.batcher.open_stream()
+
+    def swap(self, frame: Frame) -> None:
+        engine = self.engine
+        placed = {face.track_id: engine.placement(face) for face in frame.faces}
+        alphas = self.mask_smoother.smooth({tid: alpha for tid, (_, alpha) in placed.items()})
+        if not placed:
             return
-        size = self.crop
-        for track_id, m, alpha in placements:
-            crop = cv2.warpAffine(frame.image, m, (size, size), flags=cv2.INTER_LINEAR)
-            x = torch.from_numpy(crop).permute(2, 0, 1)[None].to(self.device).float() / 255.0
-            y = self.generator(x, latent.vector)[0].clamp(0, 1).permute(1, 2, 0)
-            out = (y.cpu().numpy() * 255 + 0.5).astype(np.uint8)
-            frame.patches.append(
-                FacePatch(
-                    track_id=track_id,
-                    image=np.ascontiguousarray(out),
-                    alpha=alpha,
-                    to_frame=cv2.invertAffineTransform(m).astype(np.float64),
-                )
+        transforms = [m for m, _ in placed.values()]
+        ready = None
+        if self.device_path is not None:
+            frame.device_image = self.device_path.upload(frame.image)
+            crops, ready = self.device_path.crops(frame.device_image, transforms, engine.crop)
+        else:
+            size = engine.crop
+            pixels = np.stack(
+                [
+                    cv2.warpAffine(frame.image, m, (size, size), flags=cv2.INTER_LINEAR)
+                    for m in transforms
+                ]
             )
+            crops = torch.from_numpy(pixels).permute(0, 3, 1, 2).to(engine.device).float() / 255
+            if engine.device.type == "cuda":  # copied on this thread's stream: the generator waits
+                ready = torch.cuda.Event()  # type: ignore[no-untyped-call]
+                ready.record()
+        latents = self.latent.expand(len(transforms), -1)
+        futures = engine.batcher.submit(self.batch_id, crops, latents, ready)
+        for (track_id, (m, _)), future in zip(placed.items(), futures, strict=True):
+            frame.swaps.append(SwappedFace(track_id, m, alphas[track_id], pending=future))
+
+    def close(self) -> None:
+        self.engine.batcher.close_stream(self.batch_id)

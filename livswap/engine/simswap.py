@@ -1,7 +1,7 @@
 """The ``simswap-224`` and ``simswap-512`` engines: SimSwap's generators with its ArcFace identity,
 on the user's own imported weight files. Alignment, identity and paste-back follow the official
-inference; the generator runs through any backend of :mod:`livswap.engine.backends`, and the
-paste-back goes through the same :class:`FacePatch` / compose path as the built-in engine.
+inference; the generator runs through any backend of :mod:`livswap.engine.backends`, batched
+across streams, and compose pastes the faces back as it does the built-in engine's.
 """
 
 from __future__ import annotations
@@ -18,15 +18,15 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from livswap.compose import MaskSmoother, feather
+from livswap.compose import feather
 from livswap.config import Config
 from livswap.engine.backends import build_runner, resolve_spec
 from livswap.engine.identity import EmbeddingCache
 from livswap.engine.models.arcface import ArcFace, convert_pickled_arcface
 from livswap.engine.models.simswap import SimSwapGenerator, load_simswap
-from livswap.engine.neural import NeuralEngine, Placement
+from livswap.engine.neural import NeuralEngine
 from livswap.errors import EngineError, ModelError
-from livswap.frame import Frame, Image
+from livswap.frame import Image
 from livswap.models import ModelStore, model_dir
 from livswap.models.download import sha256_of
 from livswap.models.safety import load_state_dict
@@ -154,8 +154,7 @@ class SimSwapEngine(NeuralEngine):
         box = np.zeros((crop, crop), np.uint8)
         box[margin:-margin, margin:-margin] = 255
         self.box_alpha = feather(box, 6.0 * crop / 224)
-        self.mask_smoother = MaskSmoother(cfg.compose.temporal_smoothing)
-        self._start_device_path(cfg)
+        self._start(cfg)
 
     # -- identity ----------------------------------------------------------------------------
     def _encode(self, image: Image, keypoints: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -190,11 +189,6 @@ class SimSwapEngine(NeuralEngine):
         mask = cv2.erode(canvas, np.ones((grow, grow), np.uint8))
         alpha = (feather(mask, 6.0 * size / 224) * self.box_alpha).astype(np.float32)
         return m, alpha
-
-    def placements(self, frame: Frame) -> list[Placement]:
-        placed = {face.track_id: self.placement(face) for face in frame.faces}
-        alphas = self.mask_smoother.smooth({tid: alpha for tid, (_, alpha) in placed.items()})
-        return [(tid, m, alphas[tid]) for tid, (m, _) in placed.items()]
 
 
 def load_arcface(cache: Path, path: Path) -> ArcFace:

@@ -212,11 +212,10 @@ class FaceTracker:
 
     cfg: TrackConfig
     static: bool = False
-    id_base: int = 0  # first track id: trackers sharing one engine (WebRTC peers) must not collide
     _mesh: Any = field(default=None, init=False, repr=False)
     _detector: Any = field(default=None, init=False, repr=False)
     _tracks: list[_Track] = field(default_factory=list, init=False, repr=False)
-    _next_id: int = field(default=-1, init=False, repr=False)
+    _next_id: int = field(default=0, init=False, repr=False)
     _selected_id: int | None = field(default=None, init=False, repr=False)
 
     def _ensure_mesh(self) -> Any:
@@ -255,8 +254,6 @@ class FaceTracker:
         frame.faces = self._select(faces)
 
     def _associate(self, detections: list[FloatArray], t: float) -> list[Face]:
-        if self._next_id < 0:
-            self._next_id = self.id_base
         faces: list[Face] = []
         if self.static:
             # Independent images: every face is new, so no state leaks from one photo to the next.

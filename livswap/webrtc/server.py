@@ -1,6 +1,6 @@
 """``livswap serve``: the browser demo. An aiohttp server with the page, a small HTTP API and
 one aiortc peer per browser, each running the same stages as the virtual camera (tracking,
-engine, compose, label) in one swap worker process shared by all peers (see worker.py).
+engine, compose, label) in one swap worker process shared by all peers (:mod:`livswap.worker`).
 
 API (also used by the page):
     GET  /health                  -> {"status": "ok", "peers": n, "engines": [...]}
@@ -39,7 +39,8 @@ from livswap.frame import Image
 from livswap.label import DisclosureLabel
 from livswap.webrtc.jitter import use_marker_jitter_buffer
 from livswap.webrtc.tracks import DelayedAudioTrack, SwappedVideoTrack, TrackReader
-from livswap.webrtc.worker import RemotePeer, SwapWorker, _OpenPeer
+from livswap.worker.client import RemoteStream, SwapWorker
+from livswap.worker.messages import OpenStream
 
 __all__ = ["LOOPBACK_HOSTS", "Server", "create_app", "enable_loopback_candidates"]
 
@@ -88,7 +89,7 @@ def enable_loopback_candidates() -> None:
 @dataclass
 class _Peer:
     pc: RTCPeerConnection
-    remote: RemotePeer
+    remote: RemoteStream
     id: int
     reader: TrackReader | None = None
     task: asyncio.Task[Any] | None = None
@@ -171,10 +172,10 @@ class Server:
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         label = DisclosureLabel(self.cfg.output.label_text) if self.cfg.output.label else None
         out_video = SwappedVideoTrack()
-        remote = RemotePeer(
+        remote = RemoteStream(
             self.worker,
             peer_id,
-            _OpenPeer(peer_id, engine_name, source_id, image),
+            OpenStream(peer_id, engine_name, source_id, image),
             out_video.push,
             label,
         )
@@ -257,7 +258,7 @@ class Server:
             log.info("Peer(%d): closed; %s", peer_id, peer.remote.stats.summary())
 
     @staticmethod
-    async def _forward(reader: TrackReader, remote: RemotePeer) -> None:
+    async def _forward(reader: TrackReader, remote: RemoteStream) -> None:
         """Every newest browser frame to the worker, until the track ends."""
         try:
             while True:

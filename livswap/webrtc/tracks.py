@@ -9,7 +9,6 @@ sound and picture stay in sync.
 from __future__ import annotations
 
 import asyncio
-import fractions
 import logging
 import time
 from collections import deque
@@ -20,12 +19,11 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
 from livswap.errors import StreamEnded
+from livswap.worker.client import VIDEO_TIME_BASE
 
 __all__ = ["VIDEO_TIME_BASE", "DelayedAudioTrack", "SwappedVideoTrack", "TrackReader"]
 
 log = logging.getLogger(__name__)
-
-VIDEO_TIME_BASE = fractions.Fraction(1, 90000)
 
 
 class TrackReader:

@@ -16,7 +16,8 @@ Per face and frame, in a face-aligned square ("canonical" space, eyes level at f
    eyes and inner mouth, minus occluders in front of the target's face; feathered.
 
 Temporal state (the target's neutral shape, the colour gain, the occlusion mask) is kept per
-tracked face in canonical space, so smoothing follows the face instead of smearing in the frame.
+stream and tracked face in canonical space, so smoothing follows the face instead of smearing in
+the frame, and streams sharing the engine never see each other's faces.
 """
 
 from __future__ import annotations
@@ -32,16 +33,16 @@ import numpy as np
 import numpy.typing as npt
 from scipy.spatial import Delaunay
 
-from livswap.compose import FacePatch, feather, masked_lowpass
+from livswap.compose import feather, masked_lowpass
 from livswap.config import ComposeConfig, EngineConfig
 from livswap.engine.base import Identity
 from livswap.engine.mesh.source import SourceFace, prepare_source
 from livswap.engine.mesh.warp import rasterize
-from livswap.frame import Frame, Image
+from livswap.frame import Frame, Image, SwappedFace
 from livswap.track.landmarks import NUM_LANDMARKS, FaceIndex, face_index
 from livswap.track.tracker import Face
 
-__all__ = ["MeshEngine", "canonical_transform"]
+__all__ = ["MeshEngine", "MeshIdentity", "MeshStream", "canonical_transform"]
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +164,7 @@ def _half_grid(size: int) -> tuple[FloatArray, FloatArray]:
 
 @dataclass(frozen=True)
 class _Topology:
-    """Triangles over the 478 landmarks plus the outer ring (fixed for an engine's lifetime)."""
+    """Triangles over the 478 landmarks plus the outer ring (fixed per identity)."""
 
     triangles: npt.NDArray[np.int32]
     kind: npt.NDArray[np.int8]  # 0 face, 1 eye/mouth hole, 2 ring
@@ -217,30 +218,29 @@ class _TrackState:
     last_seen: int = 0
 
 
+@dataclass(frozen=True)
+class MeshIdentity:
+    """The prepared source faces and the triangulation built from the first of them."""
+
+    sources: list[SourceFace]
+    topology: _Topology
+
+
 @dataclass
 class MeshEngine:
-    """The built-in, landmark-driven engine (the default)."""
+    """The built-in, landmark-driven engine (the default). Holds only settings: the prepared
+    sources are in the :class:`Identity`, each stream's face history in its :class:`MeshStream`.
+    """
 
     cfg: EngineConfig
     compose_cfg: ComposeConfig
     name: str = "mesh"
-    needs_faces: bool = True
-    colour_sigma: float = 0.045  # low-pass sigma for colour, as a fraction of S
-    _topology: _Topology | None = field(default=None, init=False, repr=False)
-    # Keyed by (track id, source key): state is in the source's frame and a face's own history.
-    _tracks: dict[tuple[int, str], _TrackState] = field(
-        default_factory=dict, init=False, repr=False
-    )
-    _frame_count: int = field(default=0, init=False, repr=False)
 
-    # -- preparation -----------------------------------------------------------------------
     def prepare(self, sources: Sequence[Image], names: Sequence[str] | None = None) -> Identity:
         labels = list(names) if names else [f"source photo {i + 1}" for i in range(len(sources))]
         prepared = [prepare_source(img, label) for img, label in zip(sources, labels, strict=True)]
-        idx = face_index()
         first = prepared[0].face.landmarks
-        reference = _apply(canonical_transform(first, 1), first)
-        self._topology = _build_topology(idx, reference)
+        topology = _build_topology(face_index(), _apply(canonical_transform(first, 1), first))
         for label, sf in zip(labels, prepared, strict=True):
             if sf.glasses:
                 log.warning(
@@ -254,16 +254,37 @@ class MeshEngine:
                     sf.face.pose.yaw,
                 )
         key = "+".join(sf.key for sf in prepared)
-        return Identity(engine=self.name, key=key, data=prepared)
+        return Identity(engine=self.name, key=key, data=MeshIdentity(prepared, topology))
 
-    # -- per frame ---------------------------------------------------------------------------
-    def swap(self, frame: Frame, identity: Identity) -> None:
-        sources: list[SourceFace] = identity.data
+    def open_stream(self, identity: Identity) -> MeshStream:
+        return MeshStream(self.cfg, self.compose_cfg, identity.data)
+
+
+@dataclass
+class MeshStream:
+    """One stream of the mesh engine: the history of each of its tracked faces."""
+
+    cfg: EngineConfig
+    compose_cfg: ComposeConfig
+    identity: MeshIdentity
+    colour_sigma: float = 0.045  # low-pass sigma for colour, as a fraction of S
+    device_path: None = None  # pasted on the CPU
+    # Keyed by (track id, source key): state is in the source's frame and a face's own history.
+    _tracks: dict[tuple[int, str], _TrackState] = field(
+        default_factory=dict, init=False, repr=False
+    )
+    _frame_count: int = field(default=0, init=False, repr=False)
+
+    def close(self) -> None:
+        self._tracks.clear()
+
+    def swap(self, frame: Frame) -> None:
+        sources = self.identity.sources
         self._frame_count += 1
         ordered = sorted(frame.faces, key=lambda f: f.center[0])
         for i, face in enumerate(ordered):
             source = sources[i % len(sources)] if self.cfg.assign == "by_position" else sources[0]
-            frame.patches.append(self.swap_face(frame.image, face, source, frame.pts))
+            frame.swaps.append(self.swap_face(frame.image, face, source))
         # Forget faces not seen for a while.
         self._tracks = {
             k: v for k, v in self._tracks.items() if self._frame_count - v.last_seen < 30
@@ -280,10 +301,9 @@ class MeshEngine:
         state.last_seen = self._frame_count
         return state
 
-    def swap_face(self, image: Image, face: Face, source: SourceFace, t: float) -> FacePatch:
-        """Swap ``source`` onto ``face`` of ``image``; returns the patch to paste."""
-        assert self._topology is not None, "prepare() first"
-        topo, idx = self._topology, face_index()
+    def swap_face(self, image: Image, face: Face, source: SourceFace) -> SwappedFace:
+        """Swap ``source`` onto ``face`` of ``image``; returns the face to paste."""
+        topo, idx = self.identity.topology, face_index()
         state = self._state(face, source)
         size = state.size
         smoothing = self.compose_cfg.temporal_smoothing
@@ -378,7 +398,7 @@ class MeshEngine:
         inside_ring = cv2.erode(covered, _disk(3.0 * unit))
         patch_alpha = feather(changed, 2.0 * unit) * feather(inside_ring, 2.0 * unit)
         patch_alpha = cv2.resize(patch_alpha, (size, size), interpolation=cv2.INTER_LINEAR)
-        return FacePatch(track_id=face.track_id, image=out, alpha=patch_alpha, to_frame=from_canon)
+        return SwappedFace(face.track_id, to_canon, patch_alpha, crop=out)
 
     def _transfer_shape(self, face: Face, source: SourceFace, state: _TrackState) -> FloatArray:
         """Target landmarks (image pixels, x and y) moved toward the source's proportions.

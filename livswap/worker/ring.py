@@ -15,7 +15,9 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["FrameRing", "i420_shape", "i420_to_rgb", "rgb_to_i420"]
+__all__ = ["RING_SLOTS", "FrameRing", "i420_shape", "i420_to_rgb", "rgb_to_i420"]
+
+RING_SLOTS = 4  # a slot is rewritten 4 frames (~130 ms) later; the reader copies at once
 
 _TAGS = 2  # int64 "writing seq" and "written seq" before each slot's pixels
 _HEADER = _TAGS * 8
