@@ -4,6 +4,7 @@ bucket, a different identity per face), and faces of several streams meet in one
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,7 @@ def test_batched_output_equals_one_at_a_time(network: str, backend: str, tmp_pat
     runner = build_runner(
         small_network(network), spec, crop=CROP, cache_dir=tmp_path, cache_key=network
     )
-    batcher = BatchedGenerator(runner, device=spec.device, max_wait_s=0.0)
+    batcher = BatchedGenerator(runner, device=spec.device, wait_fraction=0.0)
     stream = batcher.open_stream()
     torch.manual_seed(1)
     for count in (*BUCKETS, 3, 5):  # 3 and 5 are padded up to a bucket
@@ -62,7 +63,7 @@ def test_faces_of_several_streams_meet_in_one_call() -> None:
 
     # A long wait, so only "every active stream is in" can end the gathering early.
     batcher = BatchedGenerator(
-        generator, device=torch.device("cpu"), max_wait_s=5.0, active_window_s=60.0
+        generator, device=torch.device("cpu"), frame_interval_s=5.0, active_window_s=60.0
     )
     streams = [batcher.open_stream() for _ in range(4)]
     results: dict[int, torch.Tensor] = {}
@@ -101,4 +102,30 @@ def test_faces_of_several_streams_meet_in_one_call() -> None:
     calls.clear()
     out = batcher.generate(streams[0], torch.ones(1, 3, 4, 4), torch.full((1, 8), 3.0))
     assert calls == [1] and torch.allclose(out, torch.full((1, 3, 4, 4), 3.0))
+    batcher.close()
+
+
+def test_streams_slower_than_the_camera_still_meet() -> None:
+    """Streams that wait for each result before sending their next frame (a pipeline behind a
+    generator slower than the camera) fall into step: the generator's batches hold both."""
+    calls: list[int] = []
+
+    def slow_generator(crops: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        time.sleep(0.1)  # slower than the camera's 33 ms
+        calls.append(len(crops))
+        return crops
+
+    batcher = BatchedGenerator(slow_generator, device=torch.device("cpu"))
+    streams = [batcher.open_stream() for _ in range(2)]
+
+    def pipeline(stream: int) -> None:
+        for _ in range(12):
+            batcher.generate(stream, torch.ones(1, 3, 4, 4), torch.ones(1, 8))
+
+    threads = [threading.Thread(target=pipeline, args=(s,)) for s in streams]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert calls[-4:] == [2, 2, 2, 2], calls  # in step after the first few frames
     batcher.close()

@@ -7,8 +7,11 @@ their faces and get futures; one thread runs the generator, so a compiled backen
 TensorRT, ONNX Runtime) is only ever called from one thread.
 
 When to run: as soon as every stream that is currently sending frames has submitted, or the
-batch is full, or the first waiting face has waited ``max_wait_s`` (a fraction of a frame
-interval, ``[engine] batch_wait``): latency stays bounded, and a lone stream never waits.
+batch is full, or the batch has waited ``[engine] batch_wait`` of a frame interval since it could
+have started: latency stays bounded, and a lone stream never waits. The frame interval is the
+camera's, or the streams' own time between frames where a slow generator lets fewer through
+(each stream then waits for its result before its next frame, and a wait of a camera interval
+would only ever catch the stream that is already there).
 Batches are padded up to fixed buckets (1, 2, 4, 8, 16, 32) so compiled backends build one
 specialisation per bucket, lazily, instead of one per count.
 """
@@ -71,20 +74,24 @@ class BatchedGenerator:
         *,
         device: torch.device,
         max_batch: int = 32,
-        max_wait_s: float = 0.008,
+        frame_interval_s: float = 1 / 30,
+        wait_fraction: float = 0.25,
         active_window_s: float = ACTIVE_WINDOW_S,
     ) -> None:
         self.generator = generator
         self.device = device
         # A batch never holds more than the largest bucket that max_batch allows.
         self.max_batch = max(b for b in BUCKETS if b <= max(max_batch, 1))
-        self.max_wait_s = max(0.0, max_wait_s)
+        self.frame_interval_s = frame_interval_s
+        self.wait_fraction = max(0.0, wait_fraction)
         self.active_window_s = active_window_s
         self.stats = BatchStats()
         self._ids = itertools.count(1)
         self._lock = threading.Condition()
         self._jobs: list[_Job] = []
         self._last_submit: dict[int, float] = {}
+        self._interval: dict[int, float] = {}  # each stream's smoothed time between frames
+        self._free_since = 0.0  # when the generator last finished a batch
         self._thread: threading.Thread | None = None
         self._closed = False
         self._stream = torch.cuda.Stream(device) if device.type == "cuda" else None  # type: ignore[no-untyped-call]
@@ -97,6 +104,7 @@ class BatchedGenerator:
     def close_stream(self, stream: int) -> None:
         with self._lock:
             self._last_submit.pop(stream, None)
+            self._interval.pop(stream, None)
             self._lock.notify_all()
 
     def submit(
@@ -118,6 +126,11 @@ class BatchedGenerator:
                 future: Future[torch.Tensor] = Future()
                 self._jobs.append(_Job(stream, crop, latent, ready, future, now))
                 futures.append(future)
+            last = self._last_submit.get(stream)
+            if last is not None and now - last < 10.0:
+                gap = now - last
+                previous = self._interval.get(stream, gap)
+                self._interval[stream] = 0.8 * previous + 0.2 * gap
             self._last_submit[stream] = now
             if self._thread is None:
                 self._thread = threading.Thread(
@@ -139,10 +152,18 @@ class BatchedGenerator:
             self._thread.join(timeout=5.0)
 
     # -- the generator thread ------------------------------------------------------------------
-    def _everyone_in(self, now: float) -> bool:
+    def _frame_interval(self) -> float:
+        """The streams' time between frames: the camera's, or longer where the streams get
+        fewer frames through (a generator slower than the camera)."""
+        intervals = sorted(self._interval.values())
+        typical = intervals[len(intervals) // 2] if intervals else 0.0
+        return max(self.frame_interval_s, typical)
+
+    def _everyone_in(self, now: float, interval: float) -> bool:
         """Every stream that sent a frame recently has a face waiting."""
+        window = max(self.active_window_s, 3 * interval)
         waiting = {job.stream for job in self._jobs}
-        active = {s for s, t in self._last_submit.items() if now - t < self.active_window_s}
+        active = {s for s, t in self._last_submit.items() if now - t < window}
         return active <= waiting
 
     def _next_batch(self) -> list[_Job] | None:
@@ -151,10 +172,18 @@ class BatchedGenerator:
                 self._lock.wait()
             if self._closed and not self._jobs:
                 return None
-            deadline = self._jobs[0].submitted + self.max_wait_s
+            # The wait batching adds is counted from when the batch could have started: the
+            # first face's arrival, or the generator coming free if it was busy then.
+            interval = self._frame_interval()
+            started = max(self._jobs[0].submitted, self._free_since)
+            deadline = started + self.wait_fraction * interval
             while not self._closed:
                 now = time.monotonic()
-                if len(self._jobs) >= self.max_batch or now >= deadline or self._everyone_in(now):
+                if (
+                    len(self._jobs) >= self.max_batch
+                    or now >= deadline
+                    or self._everyone_in(now, interval)
+                ):
                     break
                 self._lock.wait(timeout=deadline - now)
             batch, self._jobs = self._jobs[: self.max_batch], self._jobs[self.max_batch :]
@@ -171,6 +200,8 @@ class BatchedGenerator:
                 for job in batch:
                     job.future.set_exception(exc)
                 continue
+            with self._lock:
+                self._free_since = time.monotonic()
             for job, out in zip(batch, outputs, strict=True):
                 job.future.set_result(out)
 

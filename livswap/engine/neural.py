@@ -52,12 +52,12 @@ class NeuralEngine:
 
     def _start(self, cfg: Config) -> None:
         """The shared batched generator, and where streams paste (``[compose] paste``)."""
-        frame_interval = 1.0 / cfg.capture.fps
         self.batcher = BatchedGenerator(
             self.generator,
             device=self.device,
             max_batch=cfg.engine.max_batch,
-            max_wait_s=cfg.engine.batch_wait * frame_interval,
+            frame_interval_s=1.0 / cfg.capture.fps,
+            wait_fraction=cfg.engine.batch_wait,
         )
         self.smoothing = cfg.compose.temporal_smoothing
         paste = cfg.compose.paste
