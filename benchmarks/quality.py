@@ -262,7 +262,7 @@ def evaluate_video(
             oval = frame.faces[0].landmarks[idx.face_oval, :2] if frame.faces else None
             frames.append((frame.image, frame.result, oval))
 
-        def close(self) -> None:
+        def close(self, outcome: str = "complete") -> None:
             pass
 
     video_cfg = cfg.replace({"engine.source": [str(source)], "capture.pacing": "fast"})

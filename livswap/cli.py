@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,24 +35,52 @@ __all__ = ["main"]
 log = logging.getLogger("livswap")
 T = TypeVar("T")
 
-EXIT_USAGE = 2
+EXIT_USAGE = 2  # bad input: one line says what
+EXIT_DAMAGED = 3  # the job completed, but the input had damaged or missing frames
+EXIT_INTERRUPTED = 130  # stopped before the end (Ctrl-C); what was done is kept aside
 
 
 def _size(text: str) -> tuple[int, int]:
     try:
         w, h = text.lower().split("x")
-        return int(w), int(h)
+        width, height = int(w), int(h)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected WIDTHxHEIGHT like 1280x720, got {text!r}"
         ) from None
+    if not (16 <= width <= 7680 and 16 <= height <= 4320):
+        raise argparse.ArgumentTypeError(
+            f"expected a size from 16x16 to 7680x4320 like 1280x720, got {text!r}"
+        )
+    return width, height
+
+
+@dataclass(frozen=True)
+class Terminal:
+    """What stderr was when livswap started, before the native-log filter replaced it with a
+    pipe: a terminal gets a progress bar and a status line redrawn in place, anything else
+    plain lines."""
+
+    tty: bool
+    columns: int = 100
+
+    @staticmethod
+    def of_stderr() -> Terminal:
+        try:
+            if not os.isatty(2):
+                return Terminal(False)
+            return Terminal(True, os.get_terminal_size(2).columns or 100)
+        except (OSError, ValueError):
+            return Terminal(False)
 
 
 def run_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="livswap",
         description="Face-swapped camera: webcam (or file) in, swapped face out to a virtual "
-        "camera or a file. Subcommands: 'livswap doctor' checks this machine.",
+        "camera or a file. Subcommands: 'livswap serve' (the browser demo), 'livswap models' "
+        "(list, fetch, import and verify model files), 'livswap doctor' (what this machine "
+        "has, and how to fix the rest); each has its own --help.",
         epilog="Every output frame carries a visible 'AI-altered' label unless --no-label "
         "is given.",
     )
@@ -121,6 +150,19 @@ def run_parser() -> argparse.ArgumentParser:
         help="do NOT draw the visible 'AI-altered' disclosure label (only where viewers "
         "already know the video is altered)",
     )
+    p.add_argument(
+        "--max-faces", type=int, metavar="N", help="most faces tracked per frame (default 1)"
+    )
+    p.add_argument(
+        "--select",
+        choices=["largest", "all", "nearest"],
+        help="which tracked faces are swapped (default largest)",
+    )
+    p.add_argument(
+        "--assign",
+        choices=["same", "by_position"],
+        help="several faces: all get the first --source, or left to right get them in order",
+    )
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     return p
 
@@ -153,6 +195,12 @@ def config_from_args(args: argparse.Namespace) -> Config:
         overrides["output.virtualcam_device"] = args.virtualcam_device
     if args.no_label:
         overrides["output.label"] = False
+    if args.max_faces is not None:
+        overrides["track.max_faces"] = args.max_faces
+    if args.select is not None:
+        overrides["track.select"] = args.select
+    if args.assign is not None:
+        overrides["engine.assign"] = args.assign
     if args.log_level is not None:
         overrides["pipeline.log_level"] = args.log_level
     return load_config(args.config, overrides)
@@ -161,9 +209,9 @@ def config_from_args(args: argparse.Namespace) -> Config:
 class _StatusLine:
     """The one-line live status (fps, latency, drops), rewritten in place on a terminal."""
 
-    def __init__(self, stream: Any = sys.stderr) -> None:
+    def __init__(self, terminal: Terminal, stream: Any = sys.stderr) -> None:
         self.stream = stream
-        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+        self.tty = terminal.tty
         self.width = 0
 
     def show(self, text: str) -> None:
@@ -180,12 +228,21 @@ class _StatusLine:
             self.stream.flush()
 
 
-async def _run_pipeline(cfg: Config) -> tuple[PipelineStats, str]:
+def _progress(terminal: Terminal, total: int, unit: str) -> Any:
+    """A tqdm bar on a terminal (stderr is a pipe by then: the native-log filter's), none
+    otherwise."""
     from tqdm import tqdm
 
+    return tqdm(
+        total=total, unit=unit, desc="livswap", disable=not terminal.tty, ncols=terminal.columns
+    )
+
+
+async def _run_pipeline(cfg: Config, terminal: Terminal) -> tuple[PipelineStats, str, int]:
+    from livswap.capture.files import VideoFileSource
     from livswap.session import build_run
 
-    progress: tqdm[Any] | None = None
+    progress: Any = None
 
     def on_output(frame: Frame) -> None:
         if progress is not None:
@@ -194,7 +251,7 @@ async def _run_pipeline(cfg: Config) -> tuple[PipelineStats, str]:
     run = build_run(cfg, on_output=on_output)
     info = run.source.info
     if run.offline and (info.frame_count or 0) > 1:
-        progress = tqdm(total=info.frame_count, unit="frame", desc="livswap", disable=None)
+        progress = _progress(terminal, info.frame_count or 0, "frame")
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -210,7 +267,7 @@ async def _run_pipeline(cfg: Config) -> tuple[PipelineStats, str]:
         "" if cfg.output.label else " (disclosure label OFF)",
     )
     status: asyncio.Task[None] | None = None
-    line = _StatusLine()
+    line = _StatusLine(terminal)
     if not run.offline:
 
         async def report() -> None:
@@ -231,10 +288,20 @@ async def _run_pipeline(cfg: Config) -> tuple[PipelineStats, str]:
     seconds = time.monotonic() - started
     summary = (
         f"livswap: {stats.frames_out} frames out of {stats.frames_in} in {seconds:.1f} s "
-        f"({stats.frames_out / max(seconds, 1e-9):.1f} fps); dropped {stats.frames_dropped}, "
-        f"failed {stats.frames_failed}, no face {stats.frames_no_face}"
+        f"({stats.frames_out / max(seconds, 1e-9):.1f} fps); {stats.faces_swapped} faces "
+        f"swapped; dropped {stats.frames_dropped}, failed {stats.frames_failed}, no face "
+        f"{stats.frames_no_face}"
     )
-    return stats, summary
+    status_code = 0
+    source = run.source
+    if isinstance(source, VideoFileSource) and run.pipeline.outcome == "complete":
+        damage = source.damage_report()
+        if damage:
+            log.warning("livswap: warning: input %s: %s", source.path.name, damage)
+            status_code = EXIT_DAMAGED
+    if run.pipeline.outcome == "interrupted":
+        status_code = EXIT_INTERRUPTED
+    return stats, summary, status_code
 
 
 def _configure_logging(level: str) -> None:
@@ -245,14 +312,12 @@ def _configure_logging(level: str) -> None:
     cv2.setLogLevel(5 if level == "debug" else 2)  # OpenCV's levels: 2 = ERROR, 5 = DEBUG
 
 
-def _main_batch(cfg: Config) -> int:
-    from tqdm import tqdm
-
+def _main_batch(cfg: Config, terminal: Terminal) -> int:
     from livswap.session import swap_folder
 
     input_dir, output_dir = Path(cfg.capture.input), Path(cfg.output.target)
     total = sum(1 for p in input_dir.iterdir() if p.is_file())
-    with tqdm(total=total, unit="image", desc="livswap", disable=None) as bar:
+    with _progress(terminal, total, "image") as bar:
         result = swap_folder(cfg, input_dir, output_dir, on_image=lambda _: bar.update(1))
     for reason in result.skipped:
         log.warning("skipped %s", reason)
@@ -264,16 +329,16 @@ def _main_batch(cfg: Config) -> int:
     return 0
 
 
-def _main_run(argv: Sequence[str]) -> int:
+def _main_run(argv: Sequence[str], terminal: Terminal) -> int:
     args = run_parser().parse_args(argv)
     _configure_logging("info")
     cfg = config_from_args(args)
     _configure_logging(cfg.pipeline.log_level)
     if Path(cfg.capture.input).is_dir():
-        return _main_batch(cfg)
-    _stats, summary = run_async(lambda: _run_pipeline(cfg))
+        return _main_batch(cfg, terminal)
+    _stats, summary, status_code = run_async(lambda: _run_pipeline(cfg, terminal))
     print(summary, file=sys.stderr)
-    return 0
+    return status_code
 
 
 def _main_doctor(argv: Sequence[str]) -> int:
@@ -338,7 +403,6 @@ def _main_serve(argv: Sequence[str]) -> int:
     scheme = "https" if ssl_ctx else "http"
     shown_host = "localhost" if cfg.serve.host in LOOPBACK_HOSTS else cfg.serve.host
     url = f"{scheme}://{shown_host}:{cfg.serve.port}/" + (f"?token={token}" if token else "")
-    print(f"livswap serve: open {url}", file=sys.stderr, flush=True)
 
     async def serve() -> None:
         runner = web.AppRunner(app)
@@ -351,6 +415,7 @@ def _main_serve(argv: Sequence[str]) -> int:
             raise ConfigError(
                 f"serve: cannot listen on {cfg.serve.host}:{cfg.serve.port}: {exc.strerror}"
             ) from None
+        print(f"livswap serve: open {url}", file=sys.stderr, flush=True)  # listening now
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -403,7 +468,7 @@ def _main_models(argv: Sequence[str]) -> int:
         path = store.import_file(args.name, args.path)
         print(f"livswap: {args.name} imported to {path}", file=sys.stderr)
         return 0
-    bad = 0
+    bad = checked = 0
     for st in store.verify([args.name] if args.name else None):
         if not st.present:
             if args.name:
@@ -412,6 +477,9 @@ def _main_models(argv: Sequence[str]) -> int:
             continue
         print(f"  {st.spec.name}: {'ok' if st.problem is None else st.problem}")
         bad += st.problem is not None
+        checked += 1
+    if not checked and not bad:
+        print(f"  no models installed in {store.folder} (livswap models list shows them all)")
     return 1 if bad else 0
 
 
@@ -477,11 +545,12 @@ def _quiet_native_logs() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    terminal = Terminal.of_stderr()  # before the filter below turns stderr into a pipe
     _quiet_native_logs()
     try:
         if argv and argv[0] in SUBCOMMANDS:
             return SUBCOMMANDS[argv[0]](argv[1:])
-        return _main_run(argv)
+        return _main_run(argv, terminal)
     except (LivswapError, ConfigError) as exc:
         print(f"livswap: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

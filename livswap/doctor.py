@@ -9,7 +9,7 @@ from typing import TextIO
 
 from livswap.capture import list_cameras
 from livswap.config import Config
-from livswap.engine import ENGINES
+from livswap.engine import ENGINES, missing_for
 
 __all__ = ["run_doctor"]
 
@@ -100,7 +100,9 @@ def run_doctor(cfg: Config, out: TextIO) -> int:
     out.write("\nengines\n")
     for spec in ENGINES.values():
         default = " (default)" if spec.name == cfg.engine.name else ""
-        line(True, spec.name + default, spec.summary)
+        missing = missing_for(spec, cfg)
+        detail = spec.summary if not missing else "not ready, needs " + "; ".join(missing)
+        line(not missing, spec.name + default, detail)
     out.write("\nmodel files\n")
     from livswap.models import REGISTRY, ModelStore, model_dir
 

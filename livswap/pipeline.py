@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from livswap.capture.base import FrameSource
 from livswap.errors import LivswapError, StreamEnded
 from livswap.frame import Frame
-from livswap.output.base import Sink
+from livswap.output.base import Outcome, Sink
 from livswap.slot import LatestSlot
 from livswap.stats import PipelineStats
 
@@ -136,6 +136,8 @@ class Pipeline:
         self._executors: list[ThreadPoolExecutor] = []
         self._error: BaseException | None = None
         self._failure_logged: set[str] = set()
+        self._stop_requested = False
+        self._source_ended = False
 
     @property
     def dropped(self) -> int:
@@ -144,7 +146,18 @@ class Pipeline:
 
     def stop(self) -> None:
         """Ask the run to finish (safe from signal handlers on the loop thread)."""
+        self._stop_requested = True
         self._stop.set()
+
+    @property
+    def outcome(self) -> Outcome:
+        """How the run ended. A stop ends a live run normally (that is how a camera recording
+        ends) but interrupts a file job, whose every frame was to be written."""
+        if self._error is not None:
+            return "failed"
+        if self._stop_requested and self.lossless and not self._source_ended:
+            return "interrupted"
+        return "complete"
 
     async def run(self) -> PipelineStats:
         """Run until the source ends, :meth:`stop` is called, or a sink asks to stop."""
@@ -189,9 +202,10 @@ class Pipeline:
             self.source.close()
         except Exception:
             log.exception("Pipeline: closing the source failed")
+        outcome = self.outcome
         for sink in self.sinks:
             try:
-                sink.close()
+                sink.close(outcome)
             except LivswapError as exc:
                 self._error = self._error or exc
             except Exception as exc:
@@ -208,8 +222,9 @@ class Pipeline:
                 frame = await self.source.recv()
                 self.stats.record_in()
                 await out.put(frame)
+            self._source_ended = True  # max_frames: as many as were asked for
         except StreamEnded:
-            pass
+            self._source_ended = True
         except Exception as exc:
             self._fail(exc)
         finally:
@@ -255,6 +270,7 @@ class Pipeline:
                 self.stats.record_out(frame.age_ms(), frame.timings_ms)
                 if "no_face" in frame.notes:
                     self.stats.frames_no_face += 1
+                self.stats.faces_swapped += len(frame.swaps)
                 if self.on_output is not None:
                     self.on_output(frame)
                 if any(sink.wants_stop for sink in self.sinks):

@@ -7,6 +7,8 @@ and exercise the same code the user runs.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +51,30 @@ def output_kind(target: str) -> str:
         f"({', '.join(sorted(VIDEO_OUTPUT_SUFFIXES))}) or an image file "
         f"({', '.join(sorted(IMAGE_OUTPUT_SUFFIXES))})"
     )
+
+
+def refuse_overwriting_input(source: Path, target: Path) -> None:
+    """:class:`OutputError` when writing ``target`` would replace ``source`` (the same file
+    through a link, a hard link or another spelling of its path)."""
+    same = source.resolve() == target.resolve()
+    if not same and source.exists() and target.exists():
+        same = os.path.samefile(source, target)
+    if same:
+        raise OutputError(
+            f"output {str(target)!r} is the input file {str(source)!r}: writing it would "
+            "destroy the input; choose another output name"
+        )
+
+
+def check_display() -> None:
+    """:class:`OutputError` when ``--preview`` has no screen to open its window on."""
+    if sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    ):
+        raise OutputError(
+            "--preview needs a display, and neither DISPLAY nor WAYLAND_DISPLAY is set "
+            "(over ssh, use ssh -X, or leave --preview out)"
+        )
 
 
 @dataclass
@@ -138,9 +164,13 @@ def build_run(
     """
     target = cfg.output.target
     kind = output_kind(target) if sinks is None else "custom"
-    if kind in ("video", "image"):
-        check_writable(Path(target))
     in_kind = input_kind(cfg.capture.input) if source is None else "custom"
+    if kind in ("video", "image"):
+        if in_kind in ("video", "image"):
+            refuse_overwriting_input(Path(cfg.capture.input), Path(target))
+        check_writable(Path(target))
+    if cfg.output.preview and sinks is None:
+        check_display()
     if kind == "image" and in_kind != "image":
         raise OutputError(
             f"output {target!r} is an image, but input {cfg.capture.input!r} is a "
@@ -220,11 +250,26 @@ def swap_folder(
 
     if not input_dir.is_dir():
         raise OutputError(f"input {str(input_dir)!r} is not a folder")
-    if output_dir.exists() and not output_dir.is_dir():
-        raise OutputError(f"output {str(output_dir)!r} must be a folder when the input is a folder")
-    output_dir.mkdir(parents=True, exist_ok=True)
-    if output_dir.resolve() == input_dir.resolve():
-        raise OutputError(f"output folder {str(output_dir)!r} must differ from the input folder")
+    is_file_name = output_dir.suffix.lower() in VIDEO_OUTPUT_SUFFIXES | IMAGE_OUTPUT_SUFFIXES
+    if (output_dir.exists() and not output_dir.is_dir()) or (
+        is_file_name and not output_dir.exists()
+    ):
+        raise OutputError(
+            f"output {str(output_dir)!r} must be a folder when the input is a folder "
+            f"({str(input_dir)!r})"
+        )
+    inside = output_dir.resolve()
+    if inside == input_dir.resolve() or input_dir.resolve() in inside.parents:
+        raise OutputError(
+            f"output folder {str(output_dir)!r} is inside the input folder {str(input_dir)!r}: "
+            "its files would be swapped again; choose a folder elsewhere"
+        )
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(
+            f"output folder {str(output_dir)!r} cannot be made: {exc.strerror or exc}"
+        ) from None
     engine = create_engine(cfg)
     identity = prepare_identity(cfg, engine)
     stages = build_stages(cfg, engine, identity, still=True)
@@ -243,7 +288,11 @@ def swap_folder(
                         run_stage(stage, frame, failures_logged)
                     if "no_face" in frame.notes:
                         result.no_face += 1
-                    ImageFileSink(output_dir / path.name).send(frame)
+                    sink = ImageFileSink(output_dir / path.name)
+                    try:
+                        sink.send(frame)
+                    finally:
+                        sink.close("complete" if sink.frames_written else "failed")
                     result.written += 1
                 except (InputError, OutputError) as exc:
                     result.skipped.append(str(exc))

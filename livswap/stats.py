@@ -33,6 +33,7 @@ class PipelineStats:
     frames_out: int = 0
     frames_failed: int = 0
     frames_no_face: int = 0
+    faces_swapped: int = 0
     first_in_ns: int | None = None
     last_in_ns: int | None = None
     first_out_ns: int | None = None

@@ -67,12 +67,20 @@ def write_video(
     *,
     audio: str | None = "aac",
     codec: str = "libx264",
+    gop: int | None = None,
+    index_first: bool = False,
 ) -> Path:
-    """Encode ``frames`` with PyAV; add a 440 Hz tone as ``audio`` (codec name) when given."""
-    container = av.open(str(path), mode="w")
+    """Encode ``frames`` with PyAV; add a 440 Hz tone as ``audio`` (codec name) when given.
+    ``gop``: a keyframe every that many frames (damage then stays local); ``index_first``: the
+    MP4 index before the media (as streaming files have it), so a cut-off file still opens."""
+    options = {"movflags": "faststart"} if index_first else {}
+    container = av.open(str(path), mode="w", options=options)
     h, w = frames[0].shape[:2]
     video = cast(av.VideoStream, container.add_stream(codec, rate=fps))
     video.width, video.height, video.pix_fmt = w, h, "yuv420p"
+    if gop is not None:
+        video.codec_context.gop_size = gop
+        video.options = {"keyint_min": str(gop), "sc_threshold": "0"}
     audio_stream: av.AudioStream | None = None
     if audio:
         audio_stream = cast(av.AudioStream, container.add_stream(audio, rate=48000))

@@ -88,7 +88,10 @@ class CameraSource:
         if cap is None:
             listing = list_cameras()
             available = "; ".join(listing) if listing else "none found"
-            raise CameraError(f"camera {device!r} cannot be opened; available cameras: {available}")
+            raise CameraError(
+                f"camera {device!r} cannot be opened; available cameras: {available}. "
+                "Without a camera, try --input VIDEO.mp4 or --input pattern"
+            )
         self._cap: cv2.VideoCapture | None = cap
         got_w = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)) or width
         got_h = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) or height

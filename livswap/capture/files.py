@@ -6,6 +6,7 @@ import asyncio
 import logging
 import math
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -22,7 +23,9 @@ __all__ = ["ImageSource", "PatternSource", "VideoFileSource", "read_image"]
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
+IMAGE_SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pnm", ".pbm"}
+)
 
 
 def read_image(path: str | Path, what: str = "image") -> Image:
@@ -92,36 +95,57 @@ class VideoFileSource:
         self.realtime = realtime
         self.loop = loop
         self._pacer = Pacer(fps)
-        self._decoder = self._container.decode(self._stream)
+        self._packets = self._container.demux(self._stream)
+        self._decoded: deque[av.VideoFrame] = deque()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="livswap-decode")
         self._seq = 0
         self._loop_offset_s = 0.0
         self._last_pts_s = 0.0
         self._first_pts_s: float | None = None
         self._closed = False
-        self.bad_frames = 0
+        self.damaged_packets = 0  # packets that would not decode (skipped)
+        self.unreadable_tail = False  # the container could not be read to its end
+        self.frames_decoded = 0
+
+    def _next_video_frame(self) -> av.VideoFrame:
+        """The next decodable frame. Packets are demuxed and decoded one by one, so a corrupt
+        packet costs its own frames (counted), not the rest of the file."""
+        while not self._decoded:
+            try:
+                packet = next(self._packets)
+            except StopIteration:
+                raise StreamEnded(str(self.path)) from None
+            except av.error.FFmpegError as exc:
+                # The container itself cannot be read on (a cut-off file): what came is all.
+                self.unreadable_tail = True
+                log.warning("VideoFileSource(%s): the file ends early: %s", self.path.name, exc)
+                raise StreamEnded(str(self.path)) from None
+            try:
+                self._decoded.extend(packet.decode())
+            except av.error.FFmpegError as exc:
+                self.damaged_packets += 1
+                if self.damaged_packets == 1:
+                    log.warning(
+                        "VideoFileSource(%s): skipping damaged data (%s); counted in the summary",
+                        self.path.name,
+                        exc,
+                    )
+        return self._decoded.popleft()
 
     def _next_image(self) -> tuple[Image, float]:
         while True:
             try:
-                frame = next(self._decoder)
-            except StopIteration:
-                if not self.loop:
-                    raise StreamEnded(str(self.path)) from None
+                frame = self._next_video_frame()
+            except StreamEnded:
+                if not self.loop or self.frames_decoded == 0:
+                    raise
                 self._container.seek(0)
-                self._decoder = self._container.decode(self._stream)
+                self._packets = self._container.demux(self._stream)
+                self._decoded.clear()
                 self._loop_offset_s = self._last_pts_s + 1.0 / self.info.fps
                 self._first_pts_s = None
                 continue
-            except av.error.FFmpegError as exc:
-                # A corrupt packet: skip it, count it, keep the stream going.
-                self.bad_frames += 1
-                log.warning("VideoFileSource(%s): skipped a bad frame: %s", self.path.name, exc)
-                if self.bad_frames > 1000:
-                    raise InputError(
-                        f"input {str(self.path)!r}: too many undecodable frames"
-                    ) from None
-                continue
+            self.frames_decoded += 1
             pts = float(frame.time) if frame.time is not None else self._seq / self.info.fps
             if self._first_pts_s is None:
                 self._first_pts_s = pts
@@ -133,6 +157,21 @@ class VideoFileSource:
             else:
                 rgb = frame.to_ndarray(format="rgb24")
             return rgb.astype(np.uint8, copy=False), t
+
+    def damage_report(self) -> str:
+        """What was wrong with the file, read to its end: "" when nothing was."""
+        problems = []
+        if self.damaged_packets:
+            problems.append(f"{self.damaged_packets} damaged packets skipped")
+        declared = self._stream.frames or 0
+        if not self.loop and declared and self.frames_decoded < declared:
+            problems.append(
+                f"{declared - self.frames_decoded} of the {declared} frames it declares are "
+                "missing or damaged"
+            )
+        elif self.unreadable_tail:
+            problems.append("the file ends early (cut off?)")
+        return "; ".join(problems)
 
     async def recv(self) -> Frame:
         if self._closed:

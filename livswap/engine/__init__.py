@@ -19,6 +19,7 @@ __all__ = [
     "MixingEngine",
     "create_engine",
     "engine_names",
+    "missing_for",
 ]
 
 
@@ -33,6 +34,33 @@ class EngineSpec:
     needs_source: bool  # a source photo is required (--source)
     needs_faces: bool = True  # frames are tracked before the swap
     can_mix: bool = False  # a second identity can be blended in (--source-mix)
+    models: tuple[str, ...] = ()  # model files it loads (registry names)
+    packages: tuple[tuple[str, str], ...] = ()  # (module, how to install it) it imports
+
+
+def missing_for(spec: EngineSpec, cfg: Config) -> list[str]:
+    """What engine ``spec`` lacks on this machine, each with the command that brings it;
+    empty when it is ready to run."""
+    import importlib.util
+
+    from livswap.models import ModelStore, model_dir
+
+    missing = []
+    if spec.models:
+        store = ModelStore(model_dir(cfg.models.dir))
+        for model in spec.models:
+            status = store.status(model)
+            if not status.present:
+                missing.append(f"model {model} (livswap models fetch {model})")
+            elif status.problem:
+                missing.append(f"model {model}: {status.problem} (livswap models fetch {model})")
+    for module, install in spec.packages:
+        if importlib.util.find_spec(module) is None:
+            missing.append(f"{module} ({install})")
+    return missing
+
+
+_ONNX = ("onnxruntime", "pip install 'livswap[onnx]'")
 
 
 def _passthrough(cfg: Config) -> Engine:
@@ -85,6 +113,7 @@ ENGINES: dict[str, EngineSpec] = {
             _simswap_224,
             needs_source=True,
             can_mix=True,
+            models=("simswap-224", "arcface-simswap"),
         ),
         EngineSpec(
             "simswap-512",
@@ -92,6 +121,7 @@ ENGINES: dict[str, EngineSpec] = {
             _simswap_512,
             needs_source=True,
             can_mix=True,
+            models=("simswap-512", "arcface-simswap"),
         ),
         EngineSpec(
             "inswapper-128",
@@ -99,6 +129,11 @@ ENGINES: dict[str, EngineSpec] = {
             _inswapper_128,
             needs_source=True,
             can_mix=True,
+            models=("inswapper-128", "w600k-r50"),
+            packages=(
+                ("onnxruntime", "pip install 'livswap[onnx]'"),
+                ("onnx", "pip install 'livswap[onnx]'"),
+            ),
         ),
     )
 }

@@ -104,7 +104,8 @@ def download(
             break
         except ModelError as exc:
             errors.append(str(exc))
-            log.warning("%s", exc)
+            if len(urls) > 1:  # the next mirror is tried; the final error says it all
+                log.info("%s; trying the next address", exc)
     else:
         raise ModelError(errors[-1] if len(errors) == 1 else "; ".join(errors))
     staged = dest.with_name(dest.name + ".verify")

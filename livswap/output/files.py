@@ -17,6 +17,7 @@ import numpy as np
 from livswap.capture.base import SourceInfo
 from livswap.errors import OutputError
 from livswap.frame import Frame
+from livswap.output.base import Outcome
 
 __all__ = [
     "IMAGE_OUTPUT_SUFFIXES",
@@ -24,6 +25,8 @@ __all__ = [
     "ImageFileSink",
     "VideoFileSink",
     "check_writable",
+    "incomplete_path",
+    "partial_path",
 ]
 
 log = logging.getLogger(__name__)
@@ -35,7 +38,9 @@ _COPYABLE_AUDIO = frozenset({"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac"
 
 
 def check_writable(path: Path) -> None:
-    """Raise :class:`OutputError` unless ``path`` can be created or overwritten."""
+    """Raise :class:`OutputError` unless ``path`` can be created or overwritten: by creating
+    the file it is written to until complete (permission bits alone say nothing for root, on
+    read-only or special file systems)."""
     parent = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
         raise OutputError(f"output {str(path)!r} is a directory, expected a file path")
@@ -43,9 +48,56 @@ def check_writable(path: Path) -> None:
         raise OutputError(
             f"output {str(path)!r} cannot be written: folder {str(parent)!r} does not exist"
         )
-    target = path if path.exists() else parent
-    if not os.access(target, os.W_OK):
-        raise OutputError(f"output {str(path)!r} cannot be written: permission denied")
+    probe = partial_path(path)
+    try:
+        with open(probe, "xb"):
+            pass
+    except FileExistsError:
+        pass  # another run's leftover (or a run in progress): its writer replaces it
+    except OSError as exc:
+        raise OutputError(
+            f"output {str(path)!r} cannot be written: {exc.strerror or exc}"
+        ) from None
+    else:
+        probe.unlink(missing_ok=True)
+
+
+def partial_path(final: Path) -> Path:
+    """Where a file is written until it is complete: a hidden sibling (the same folder, so the
+    rename into place is atomic; the same suffix, so the format is the final one's)."""
+    return final.with_name(f".{final.stem}.livswap-partial{final.suffix}")
+
+
+def incomplete_path(final: Path) -> Path:
+    """Where the frames of a stopped or failed job are kept: beside the real name, never
+    over it."""
+    return final.with_name(f"{final.stem}.incomplete{final.suffix}")
+
+
+def settle(partial: Path, final: Path, outcome: Outcome) -> Path | None:
+    """Move a written partial file where it belongs: the real name for a complete run, else
+    ``NAME.incomplete.EXT`` (what was written is not lost; a good file under the real name is
+    not overwritten). Returns where it went, None when nothing was written."""
+    try:
+        if not partial.exists():
+            return None
+        if outcome == "complete":
+            os.replace(partial, final)
+            return final
+        if partial.stat().st_size == 0:
+            partial.unlink()
+            return None
+        kept = incomplete_path(final)
+        os.replace(partial, kept)
+        if outcome == "interrupted":  # a failure says where in its error instead
+            log.warning(
+                "livswap: stopped before the end; what was written is in %s (%s is untouched)",
+                kept,
+                final,
+            )
+        return kept
+    except OSError as exc:
+        raise OutputError(f"output {str(final)!r} cannot be put in place: {exc}") from None
 
 
 def _rate(fps: float) -> Fraction:
@@ -56,8 +108,10 @@ def _rate(fps: float) -> Fraction:
 class VideoFileSink:
     """Writes H.264 (yuv420p) video and, when ``audio_from`` is a file, muxes its audio along.
 
-    Frame timestamps come from ``frame.pts`` so the output has the input's timing and length.
-    Audio packets are interleaved as the video advances and the rest is flushed on close.
+    Frame timestamps come from ``frame.pts`` so the output has the input's timing. Audio
+    packets are interleaved as the video advances, up to the end of the last frame written (a
+    stopped job or a damaged input gives a shorter video, and the audio is cut to it). The
+    file is written under a hidden partial name and put in place by ``close``.
     """
 
     name = "video"
@@ -79,8 +133,9 @@ class VideoFileSink:
                 f"{', '.join(sorted(VIDEO_OUTPUT_SUFFIXES))}"
             )
         check_writable(self.path)
+        self._partial = partial_path(self.path)
         try:
-            self._container = av.open(str(self.path), mode="w")
+            self._container = av.open(str(self._partial), mode="w")
         except (av.error.FFmpegError, OSError) as exc:
             raise OutputError(f"output {str(self.path)!r} cannot be written: {exc}") from None
         self.rate = _rate(info.fps)
@@ -128,8 +183,8 @@ class VideoFileSink:
             log.info("VideoFileSink: re-encoding %s audio to AAC", name)
         self._audio_packets = container.demux(in_audio)
 
-    def _mux_audio_until(self, seconds: float | None) -> None:
-        """Mux input audio up to ``seconds`` of media time (everything when None)."""
+    def _mux_audio_until(self, seconds: float) -> None:
+        """Mux input audio up to ``seconds`` of media time."""
         if self._audio_packets is None or self._audio_out is None:
             return
         while True:
@@ -139,12 +194,11 @@ class VideoFileSink:
                 packet = next(self._audio_packets, None)
                 if packet is None:
                     self._audio_packets = None
-                    self._flush_audio_encoder()
                     return
             if packet.dts is None and packet.size == 0:
                 continue
             t = float(packet.pts * packet.time_base) if packet.pts is not None else 0.0
-            if seconds is not None and t > seconds:
+            if t >= seconds:
                 self._pending_audio = packet
                 return
             if self._resampler is None:
@@ -166,7 +220,8 @@ class VideoFileSink:
             chunk = self._fifo.read(frame_size)
             self._container.mux(self._audio_out.encode(chunk))
 
-    def _flush_audio_encoder(self) -> None:
+    def _flush_audio(self) -> None:
+        """The transcoder's last samples (copied audio has nothing held back)."""
         if self._resampler is None or self._audio_out is None or self._fifo is None:
             return
         if self._fifo.samples:
@@ -192,21 +247,32 @@ class VideoFileSink:
             raise OutputError(f"output {str(self.path)!r}: writing failed: {exc}") from None
         self.frames_written += 1
 
-    def close(self) -> None:
+    def close(self, outcome: Outcome = "complete") -> None:
         if self._closed:
             return
         self._closed = True
+        error: Exception | None = None
         try:
             self._container.mux(self._video.encode(None))
-            self._mux_audio_until(None)
+            self._mux_audio_until(float((self._last_pts + 1) / self.rate))
+            self._flush_audio()
+        except (av.error.FFmpegError, OSError) as exc:
+            error = exc
         finally:
-            self._container.close()
+            try:
+                self._container.close()  # writes the index: where a full disk shows
+            except (av.error.FFmpegError, OSError) as exc:
+                error = error or exc
             if self._audio_in is not None:
                 self._audio_in.close()
+        kept = settle(self._partial, self.path, "failed" if error else outcome)
+        if error is not None:
+            where = f"; what was written is in {str(kept)!r}" if kept else ""
+            raise OutputError(f"output {str(self.path)!r}: writing failed: {error}{where}")
 
 
 class ImageFileSink:
-    """Writes the (last) frame it receives to an image file."""
+    """Writes the (last) frame it receives to an image file, put in place by ``close``."""
 
     name = "image"
 
@@ -219,6 +285,8 @@ class ImageFileSink:
                 f"{', '.join(sorted(IMAGE_OUTPUT_SUFFIXES))}"
             )
         check_writable(self.path)
+        self._partial = partial_path(self.path)
+        self._closed = False
         self.frames_written = 0
 
     def send(self, frame: Frame) -> None:
@@ -227,12 +295,15 @@ class ImageFileSink:
         if not ok:
             raise OutputError(f"output {str(self.path)!r}: image encoding failed")
         try:
-            data.tofile(self.path)
+            data.tofile(self._partial)
         except OSError as exc:
             raise OutputError(
                 f"output {str(self.path)!r} cannot be written: {exc.strerror}"
             ) from None
         self.frames_written += 1
 
-    def close(self) -> None:
-        pass
+    def close(self, outcome: Outcome = "complete") -> None:
+        if self._closed:
+            return
+        self._closed = True
+        settle(self._partial, self.path, outcome if self.frames_written else "failed")

@@ -7,6 +7,7 @@ import numpy as np
 
 from livswap.errors import OutputError
 from livswap.frame import Frame, Image
+from livswap.output.base import Outcome
 
 __all__ = ["NullSink", "PreviewSink"]
 
@@ -33,7 +34,7 @@ class PreviewSink:
         if key in (ord("q"), 27) or cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1:
             self.wants_stop = True
 
-    def close(self) -> None:
+    def close(self, outcome: Outcome = "complete") -> None:
         if self._opened:
             self._opened = False
             cv2.destroyWindow(self.title)
@@ -57,5 +58,5 @@ class NullSink:
         np.copyto(self._buffer, image)
         self.frames_written += 1
 
-    def close(self) -> None:
+    def close(self, outcome: Outcome = "complete") -> None:
         pass

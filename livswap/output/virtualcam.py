@@ -12,6 +12,7 @@ import pyvirtualcam
 from livswap.capture.base import SourceInfo
 from livswap.errors import VirtualCameraError
 from livswap.frame import Frame
+from livswap.output.base import Outcome
 
 __all__ = ["VirtualCameraSink", "virtual_camera_help"]
 
@@ -73,7 +74,7 @@ class VirtualCameraSink:
             image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA).astype(np.uint8)
         self._cam.send(np.ascontiguousarray(image))
 
-    def close(self) -> None:
+    def close(self, outcome: Outcome = "complete") -> None:
         if not self._closed:
             self._closed = True
             self._cam.close()

@@ -3,7 +3,8 @@ one aiortc peer per browser, each running the same stages as the virtual camera 
 engine, compose, label) in one swap worker process shared by all peers (:mod:`livswap.worker`).
 
 API (also used by the page):
-    GET  /health                  -> {"status": "ok", "peers": n, "engines": [...]}
+    GET  /health                  -> {"status": "ok", "peers": n, "engines": [ready...],
+                                      "unavailable": {name: what it needs}}
     POST /sources  (multipart, image in field "file")  -> {"id": "..."} | 4xx {"error": "..."}
     POST /offer    {"sdp", "type", "source": id, "engine": name}  -> {"sdp", "type"}
 With a token configured, every request carries ``Authorization: Bearer TOKEN`` (the page gets it
@@ -33,7 +34,7 @@ from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from livswap.config import Config
-from livswap.engine import ENGINES
+from livswap.engine import ENGINES, missing_for
 from livswap.errors import ConfigError, EngineError, StreamEnded
 from livswap.frame import Image
 from livswap.label import DisclosureLabel
@@ -339,12 +340,14 @@ def create_app(server: Server) -> web.Application:
         return web.Response(text=js, content_type="application/javascript")
 
     async def health(request: web.Request) -> web.Response:
+        missing = {name: missing_for(spec, server.cfg) for name, spec in ENGINES.items()}
         return web.json_response(
             {
                 "status": "ok",
                 "peers": len(server.peers),
                 "max_peers": server.cfg.serve.max_peers,
-                "engines": list(ENGINES),
+                "engines": [name for name, lacks in missing.items() if not lacks],
+                "unavailable": {name: "; ".join(lacks) for name, lacks in missing.items() if lacks},
                 "default_engine": server.cfg.engine.name,
             }
         )

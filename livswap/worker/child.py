@@ -26,6 +26,7 @@ from livswap.config import Config
 from livswap.engine import Engine, Identity, create_engine
 from livswap.errors import EngineError, LivswapError
 from livswap.frame import Frame, Image
+from livswap.output.base import Outcome
 from livswap.pipeline import Pipeline, serial_stage
 from livswap.runloop import run_async
 from livswap.slot import LatestSlot
@@ -114,7 +115,7 @@ class _StreamSink:
             )
         )
 
-    def close(self) -> None:
+    def close(self, outcome: Outcome = "complete") -> None:
         pass
 
 

@@ -33,6 +33,15 @@ async function loadEngines() {
     if (name === health.default_engine) option.selected = true;
     select.appendChild(option);
   }
+  // Engines this server cannot run yet: listed, not selectable, with what they need.
+  for (const [name, needs] of Object.entries(health.unavailable || {})) {
+    const option = document.createElement("option");
+    option.value = name;
+    option.textContent = `${name} (not installed)`;
+    option.title = `needs ${needs}`;
+    option.disabled = true;
+    select.appendChild(option);
+  }
 }
 
 $("photo").addEventListener("change", async () => {
