@@ -154,9 +154,7 @@ def test_decoding_goes_on_past_a_damaged_packet(clip: Path, tmp_path: Path) -> N
     assert abs(float(got["duration"]) - int(got["count"]) / 30) < 0.3  # type: ignore[arg-type, call-overload]
 
 
-def test_a_cut_off_file_says_how_much_is_missing(
-    hopper_image: np.ndarray, tmp_path: Path
-) -> None:
+def test_a_cut_off_file_says_how_much_is_missing(hopper_image: np.ndarray, tmp_path: Path) -> None:
     frames = moving_frames(hopper_image, 90, (256, 192))
     whole = write_video(tmp_path / "whole.mp4", frames, gop=10, index_first=True)
     cut = damage(whole, tmp_path / "cut.mp4", cut_at=0.5)

@@ -39,7 +39,12 @@ def read_image(path: str | Path, what: str = "image") -> Image:
         data = np.fromfile(p, dtype=np.uint8)
     except OSError as exc:
         raise InputError(f"{what} {str(p)!r} cannot be read: {exc.strerror}") from None
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    try:
+        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    except cv2.error:  # OpenCV refuses what its header claims (e.g. beyond its pixel limit)
+        raise InputError(
+            f"{what} {str(p)!r} cannot be decoded: damaged, or larger than OpenCV allows"
+        ) from None
     if bgr is None:
         raise InputError(
             f"{what} {str(p)!r} is not an image (expected PNG, JPEG, BMP, WebP or TIFF)"
@@ -68,20 +73,27 @@ class VideoFileSource:
         if not self.path.exists():
             raise InputError(f"input {str(self.path)!r} does not exist")
         try:
-            self._container = av.open(str(self.path))
-        except (av.error.InvalidDataError, av.error.FFmpegError, OSError) as exc:
+            # Text tags in a damaged or hostile file need not be UTF-8: replaced, not fatal.
+            self._container = av.open(str(self.path), metadata_errors="replace")
+        except (av.error.FFmpegError, OSError, ValueError) as exc:
             raise InputError(f"input {str(self.path)!r} is not a video: {exc}") from None
         if not self._container.streams.video:
             self._container.close()
             raise InputError(f"input {str(self.path)!r} has no video stream")
         self._stream = self._container.streams.video[0]
+        ctx = self._stream.codec_context
+        if ctx is None or not ctx.width or not ctx.height:
+            self._container.close()
+            raise InputError(
+                f"input {str(self.path)!r} has no decodable video stream (damaged, or a codec "
+                "FFmpeg does not know)"
+            )
         self._stream.thread_type = "AUTO"
         rate = self._stream.average_rate or self._stream.guessed_rate
-        fps = float(rate) if rate else 30.0
+        fps = float(rate) if rate and 0 < float(rate) <= 1000 else 30.0
         frames = self._stream.frames or None
         if frames is None and self._stream.duration and self._stream.time_base:
             frames = round(float(self._stream.duration * self._stream.time_base) * fps)
-        ctx = self._stream.codec_context
         width, height = size if size is not None else (int(ctx.width), int(ctx.height))
         self.info = SourceInfo(
             width=width,

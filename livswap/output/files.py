@@ -161,8 +161,8 @@ class VideoFileSink:
 
     def _open_audio(self, source: Path) -> None:
         try:
-            container = av.open(str(source))
-        except av.error.FFmpegError:
+            container = av.open(str(source), metadata_errors="replace")
+        except (av.error.FFmpegError, OSError, ValueError):
             return
         if not container.streams.audio:
             container.close()
