@@ -245,3 +245,135 @@ def test_help_names_every_subcommand_and_the_face_flags() -> None:
     assert result.returncode == 0
     for word in ("serve", "models", "doctor", "--max-faces", "--select", "--assign"):
         assert word in result.stdout
+
+
+def test_a_camera_that_cannot_be_opened_says_how_to_try_without_one(tmp_path: Path) -> None:
+    result = run_livswap(*PASS, "--input", "57", "--output", str(tmp_path / "o.mp4"))
+    assert result.returncode == 2
+    assert "--input VIDEO.mp4" in result.stderr and "--input pattern" in result.stderr
+
+
+def test_a_folder_of_photos_takes_every_format_a_photo_may_be(
+    hopper_image: np.ndarray, tmp_path: Path
+) -> None:
+    import cv2
+
+    photos, out = tmp_path / "photos", tmp_path / "out"
+    photos.mkdir()
+    bgr = cv2.cvtColor(hopper_image, cv2.COLOR_RGB2BGR)
+    for name in ("a.png", "b.ppm", "c.jpg"):
+        cv2.imwrite(str(photos / name), bgr)
+    (photos / "notes.txt").write_text("not a photo")
+    result = run_livswap(*PASS, "--input", str(photos), "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.ppm", "c.jpg"]
+    assert "skipped 1" in result.stderr and not list(out.glob(".*partial*"))
+
+
+def test_serve_on_a_busy_port_prints_no_address_and_one_line(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_livswap("serve", "--port", str(port), timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "cannot listen" in result.stderr and "open http" not in result.stderr
+
+
+def test_models_say_something_when_all_is_well_and_errors_once(tmp_path: Path) -> None:
+    env = {**os.environ, "LIVSWAP_MODEL_DIR": str(tmp_path / "models")}
+    verify = subprocess.run(
+        [sys.executable, "-m", "livswap", "models", "verify"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert verify.returncode == 0 and "no models installed" in verify.stdout
+    # A download that fails is reported once (by the error), not also as a warning first.
+    import logging
+
+    from livswap.errors import ModelError
+    from livswap.models.download import download
+
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Keep()
+    logging.getLogger("livswap").addHandler(handler)
+    try:
+        with pytest.raises(ModelError, match="cannot reach"):
+            download(("http://127.0.0.1:9/none.bin",), tmp_path / "m.bin", label="m")
+    finally:
+        logging.getLogger("livswap").removeHandler(handler)
+    assert [r for r in records if r.levelno >= logging.WARNING] == []
+
+
+def test_doctor_says_which_engines_are_ready_and_how_to_ready_the_rest(tmp_path: Path) -> None:
+    env = {**os.environ, "LIVSWAP_MODEL_DIR": str(tmp_path / "models")}
+    result = subprocess.run(
+        [sys.executable, "-m", "livswap", "doctor"], capture_output=True, text=True, env=env
+    )
+    section = result.stdout.split("\nengines\n")[1].split("\nmodel files\n")[0]
+    lines = {line.split(":")[0].strip(): line for line in section.splitlines()}
+    assert lines["[ok] mesh (default)"]
+    assert "livswap models fetch simswap-224" in lines["[--] simswap-224"]
+    assert "livswap models fetch w600k-r50" in lines["[--] inswapper-128"]
+
+
+def test_the_summary_counts_swapped_faces_and_a_deleted_source_is_no_problem(
+    hopper_image: np.ndarray, astronaut_jpg: Path, tmp_path: Path
+) -> None:
+    """The source photo is read once, at the start: deleting or replacing it while the job
+    runs changes nothing."""
+    import shutil
+
+    source = tmp_path / "me.jpg"
+    shutil.copy(astronaut_jpg, source)
+    clip = write_video(tmp_path / "c.mp4", moving_frames(hopper_image, 45, (256, 300)), audio=None)
+    out = tmp_path / "o.mp4"
+    command = ["--source", str(source), "--realtime", "--input", str(clip), "--output", str(out)]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "livswap", *command],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    partial = tmp_path / ".o.livswap-partial.mp4"
+    deadline = time.monotonic() + 60
+    while not partial.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    source.unlink()
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    assert "45 frames out of 45" in stderr and "45 faces swapped" in stderr
+    assert int(probe(out)["count"]) == 45  # type: ignore[call-overload]
+
+
+def test_a_sink_that_blocks_costs_frames_not_the_run() -> None:
+    """A virtual camera or disk that stalls for a second: the live run drops (and counts) the
+    frames it could not write, and carries on."""
+    from livswap.capture import PatternSource
+    from livswap.frame import Frame
+    from livswap.output import NullSink
+    from livswap.pipeline import Pipeline
+    from livswap.runloop import run_async
+
+    class Stalling(NullSink):
+        def send(self, frame: Frame) -> None:
+            if frame.seq == 10:
+                time.sleep(1.0)
+            super().send(frame)
+
+    sink = Stalling()
+    source = PatternSource(160, 120, fps=60)
+    pipeline = Pipeline(source, [], [sink], lossless=False, max_frames=150)
+    stats = run_async(pipeline.run)
+    assert stats.frames_in == 150 and sink.frames_written == stats.frames_out
+    assert stats.frames_dropped >= 40  # the second's frames, dropped and counted
+    assert stats.frames_out + stats.frames_dropped == 150
+    assert sorted(stats.latency_ms)[len(stats.latency_ms) // 2] < 50  # latency recovers

@@ -91,9 +91,17 @@ class VideoFileSource:
         self._stream.thread_type = "AUTO"
         rate = self._stream.average_rate or self._stream.guessed_rate
         fps = float(rate) if rate and 0 < float(rate) <= 1000 else 30.0
-        frames = self._stream.frames or None
-        if frames is None and self._stream.duration and self._stream.time_base:
-            frames = round(float(self._stream.duration * self._stream.time_base) * fps)
+        seconds = (
+            float(self._stream.duration * self._stream.time_base)
+            if self._stream.duration and self._stream.time_base
+            else None
+        )
+        frames: int | None = self._stream.frames or None
+        if frames is not None and seconds is not None and frames > seconds * fps * 1.5 + 2:
+            frames = None  # a header count that contradicts the duration: not to be trusted
+        if frames is None and seconds is not None:
+            frames = round(seconds * fps)
+        self.declared_frames = frames
         width, height = size if size is not None else (int(ctx.width), int(ctx.height))
         self.info = SourceInfo(
             width=width,
@@ -175,7 +183,7 @@ class VideoFileSource:
         problems = []
         if self.damaged_packets:
             problems.append(f"{self.damaged_packets} damaged packets skipped")
-        declared = self._stream.frames or 0
+        declared = self.declared_frames or 0
         if not self.loop and declared and self.frames_decoded < declared:
             problems.append(
                 f"{declared - self.frames_decoded} of the {declared} frames it declares are "

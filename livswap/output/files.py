@@ -32,7 +32,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 VIDEO_OUTPUT_SUFFIXES = frozenset({".mp4", ".mkv", ".mov"})
-IMAGE_OUTPUT_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
+IMAGE_OUTPUT_SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pnm"}
+)
 # Audio codecs that go into MP4/MKV/MOV unchanged; anything else is re-encoded to AAC.
 _COPYABLE_AUDIO = frozenset({"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac"})
 
