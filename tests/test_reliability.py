@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pty
+import re
 import select
 import signal
 import subprocess
@@ -167,8 +168,11 @@ def test_a_cut_off_file_says_how_much_is_missing(hopper_image: np.ndarray, tmp_p
     assert abs(float(got["duration"]) - int(got["count"]) / 30) < 0.3  # type: ignore[arg-type, call-overload]
 
 
-def run_in_terminal(*args: str, timeout: float = 120) -> tuple[int, str]:
-    """The CLI with stderr on a pseudo-terminal, as a user's terminal shows it."""
+def run_in_terminal(
+    *args: str, timeout: float = 120, stop_after: float | None = None
+) -> tuple[int, str]:
+    """The CLI with stderr on a pseudo-terminal, as a user's terminal shows it; a live run
+    gets Ctrl-C ``stop_after`` seconds after its first status line."""
     controller, terminal = pty.openpty()
     process = subprocess.Popen(
         [sys.executable, "-m", "livswap", *args],
@@ -179,7 +183,13 @@ def run_in_terminal(*args: str, timeout: float = 120) -> tuple[int, str]:
     os.close(terminal)
     output = b""
     deadline = time.monotonic() + timeout
+    interrupt_at: float | None = None
     while time.monotonic() < deadline:
+        if stop_after is not None and interrupt_at is None and b" fps" in output:
+            interrupt_at = time.monotonic() + stop_after
+        if interrupt_at is not None and time.monotonic() > interrupt_at:
+            process.send_signal(signal.SIGINT)
+            interrupt_at = float("inf")
         ready, _, _ = select.select([controller], [], [], 0.5)
         if ready:
             try:
@@ -200,6 +210,13 @@ def test_a_terminal_gets_a_progress_bar_redrawn_in_place(clip: Path, tmp_path: P
     assert code == 0, shown
     assert "100%" in shown and shown.count("\r") >= 2  # redrawn, not a line per update
     assert "I0000" not in shown and "absl::InitializeLog" not in shown  # native logs hidden
+    # A live run's status line is redrawn in place too.
+    code, shown = run_in_terminal(
+        *PASS, "--input", "pattern", "--size", "320x240", "--output", str(tmp_path / "live.mp4"),
+        stop_after=4.0,
+    )  # fmt: skip
+    assert code == 0, shown
+    assert len(re.findall(r"\r\s*[\d.]+ fps", shown)) >= 2, shown
     # Not a terminal: no bar at all, plain lines.
     piped = run_livswap(*PASS, "--input", str(clip), "--output", str(tmp_path / "p.mp4"))
     assert piped.returncode == 0 and "\r" not in piped.stderr
@@ -212,8 +229,9 @@ def test_a_terminal_gets_a_progress_bar_redrawn_in_place(clip: Path, tmp_path: P
         (("--input", "{clip}", "--output", "/proc/livswap-out.mp4"), "cannot be written"),
         (("--input", "{clip}", "--output", "{tmp}/o.mp4", "--preview"), "display"),
         (("--input", "{clip}", "--size", "0x0"), "--size"),
+        (("--input", "{tmp}", "--output", "/proc/livswap-out/"), "cannot be made"),
     ],
-    ids=["junk-model", "proc-output", "preview-no-display", "size-0x0"],
+    ids=["junk-model", "proc-output", "preview-no-display", "size-0x0", "proc-folder"],
 )
 def test_failures_are_one_line_and_exit_2(
     args: tuple[str, ...], expected: str, clip: Path, tmp_path: Path

@@ -80,10 +80,10 @@ async def peer(
 
 
 def settled(frames: list[np.ndarray], end: int = FRAMES) -> np.ndarray:
-    """Frames ``end - 5`` to ``end`` averaged and blurred: the swap has settled by then, and
+    """Frames ``end - 10`` to ``end`` averaged and blurred: the swap has settled by then, and
     what differs between two runs' VP8 encodings (fine edges, at whatever bitrate each had
     reached) is smoothed away, while a different face or fade level is not."""
-    mean = np.mean([f.astype(np.float32) for f in frames[end - 5 : end]], axis=0)
+    mean = np.mean([f.astype(np.float32) for f in frames[end - 10 : end]], axis=0)
     return np.asarray(cv2.GaussianBlur(mean, (0, 0), 3.0))
 
 
@@ -143,7 +143,7 @@ def test_peers_at_once_each_get_their_own_full_strength_swap(
         return float(np.abs(a - b).mean())
 
     alone = {name: face(results[f"alone: {name}"], name) for name in peers}
-    unswapped = {name: settled([camera] * 5, 5)[box[name]] for name, (_, camera) in peers.items()}
+    unswapped = {name: settled([camera] * 10, 10)[box[name]] for name, (_, camera) in peers.items()}
     # What a mix-up would look like: the same camera swapped with another peer's source, or not
     # swapped at all (a face held at a low fade level looks almost unswapped).
     wrong = {
@@ -158,12 +158,14 @@ def test_peers_at_once_each_get_their_own_full_strength_swap(
         for run in ["two", "three"] if name != "wide hopper onto astronaut" else ["three"]:
             frames = results[f"{run}: {name}"]
             off = distance(face(frames, name), alone[name])
-            assert off < 0.3 * margin, (run, name, off, margin)
+            # Seen: up to 0.37 of the margin under load (VP8 at different bitrates); a mix-up
+            # is at about 1.0 of it (another source) or more (a face held at a low fade).
+            assert off < 0.5 * margin, (run, name, off, margin)
             if run == "three" and len(frames) > FRAMES:  # after the third peer left
                 # Compared at the same frame of the stream as alone: VP8's quality still
                 # improves while its bitrate ramps up.
                 later = face(results[f"alone: {name}"], name, LONGER)
                 off = distance(face(frames, name, LONGER), later)
-                assert off < 0.4 * margin, ("three, after one left", name, off, margin)
+                assert off < 0.5 * margin, ("three, after one left", name, off, margin)
     assert len(results["three: wide hopper onto astronaut"]) == FRAMES  # it left early
     assert len(results["three: astronaut onto hopper"]) == LONGER

@@ -198,8 +198,9 @@ def test_frame_ring_round_trip_and_overwritten_slots() -> None:
 
 
 @pytest.fixture(scope="module")
-def fuzz_server(astronaut_jpg: Path) -> Any:
-    cfg = load_config(None, {"serve.max_upload_mb": 0.2})
+def fuzz_server(astronaut_jpg: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    models = tmp_path_factory.mktemp("no-models")
+    cfg = load_config(None, {"serve.max_upload_mb": 0.2, "models.dir": str(models)})
     loop = asyncio.new_event_loop()
     runner, url, _ = loop.run_until_complete(_serve(cfg, token="s3cret"))
     yield loop, url
@@ -241,6 +242,9 @@ def test_token_is_required_on_every_request(fuzz_server: Any, headers: dict[str,
     assert status == 200
     status, body = _request(fuzz_server, "GET", "/health", headers=AUTH)
     assert status == 200 and "mesh" in body["engines"]
+    # Engines this machine cannot run are listed apart, with what brings them.
+    assert "simswap-224" not in body["engines"]
+    assert "livswap models fetch simswap-224" in body["unavailable"]["simswap-224"]
 
 
 @pytest.mark.parametrize(
