@@ -134,8 +134,31 @@ async def soak_serve(args: argparse.Namespace) -> dict[str, Any]:
     import aiohttp
     import av
     from aiohttp import web
-    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-    from aiortc.contrib.media import MediaPlayer
+    from aiortc import (
+        RTCConfiguration,
+        RTCPeerConnection,
+        RTCSessionDescription,
+        VideoStreamTrack,
+    )
+
+    from benchmarks.streams import read_clip
+
+    frames = [f.to_ndarray(format="rgb24") for f in read_clip(args.input, (640, 480), 300)[0]]
+
+    class LoopedCamera(VideoStreamTrack):
+        """The clip's frames over and over at 30 fps, as a browser's camera sends them
+        (aiortc's MediaPlayer stops sending after its first loop)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.index = 0
+
+        async def recv(self) -> av.VideoFrame:
+            pts, time_base = await self.next_timestamp()
+            out = av.VideoFrame.from_ndarray(frames[self.index % len(frames)], format="rgb24")
+            self.index += 1
+            out.pts, out.time_base = pts, time_base
+            return out
 
     from livswap.webrtc.server import Server, create_app, enable_loopback_candidates
 
@@ -178,9 +201,7 @@ async def soak_serve(args: argparse.Namespace) -> dict[str, Any]:
                 source_id = (await r.json())["id"]
             for _ in range(2):
                 pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-                player = MediaPlayer(str(args.input), loop=True)
-                assert player.video is not None
-                pc.addTrack(player.video)
+                pc.addTrack(LoopedCamera())
 
                 @pc.on("track")
                 def _track(track: Any) -> None:

@@ -67,9 +67,9 @@ def read_clip(path: Path, size: tuple[int, int], limit: int) -> tuple[list[av.Vi
             y0 = (resized.shape[0] - height) // 2
             x0 = (resized.shape[1] - width) // 2
             crop = np.ascontiguousarray(resized[y0 : y0 + height, x0 : x0 + width])
-            frames.append(
-                av.VideoFrame.from_ndarray(crop, format="rgb24").reformat(format="yuv420p")
-            )
+            # I420 by OpenCV: a PyAV reformat would keep a threaded scaler alive per frame.
+            i420 = np.asarray(cv2.cvtColor(crop, cv2.COLOR_RGB2YUV_I420), np.uint8)
+            frames.append(av.VideoFrame.from_ndarray(i420, format="yuv420p"))
             if len(frames) >= limit:
                 break
     if not frames:

@@ -274,7 +274,7 @@ class Pipeline:
                 if self.on_output is not None:
                     self.on_output(frame)
                 if any(sink.wants_stop for sink in self.sinks):
-                    self._stop.set()
+                    self.stop()  # a preview window closed: stopped like Ctrl-C
         except StreamEnded:
             pass
         except Exception as exc:
