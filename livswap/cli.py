@@ -391,14 +391,13 @@ def _main_serve(argv: Sequence[str]) -> int:
         Server,
         check_exposure,
         create_app,
-        enable_loopback_candidates,
+        restrict_ice_candidates,
         ssl_context,
     )
 
     token = check_exposure(cfg)
     ssl_ctx = ssl_context(cfg)
-    if cfg.serve.host in LOOPBACK_HOSTS:
-        enable_loopback_candidates()
+    restrict_ice_candidates(cfg.serve.host)
     app = create_app(Server(cfg, token=token))
     scheme = "https" if ssl_ctx else "http"
     shown_host = "localhost" if cfg.serve.host in LOOPBACK_HOSTS else cfg.serve.host

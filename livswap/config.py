@@ -125,7 +125,10 @@ class ServeConfig:
     max_upload_mb: Annotated[float, Range(0.1, 100)]
     accepted_types: tuple[str, ...]
     idle_timeout_s: Annotated[float, Range(5, 86400)]
+    connect_timeout_s: Annotated[float, Range(1, 300)]
     max_sources: Annotated[int, Range(1, 1000)]
+    max_sources_mb: Annotated[float, Range(1, 100000)]
+    max_upload_megapixels: Annotated[float, Range(0.1, 1000)]
     overlap_stages: bool
 
 

@@ -127,5 +127,6 @@ def test_streams_slower_than_the_camera_still_meet() -> None:
         t.start()
     for t in threads:
         t.join(timeout=30)
-    assert calls[-4:] == [2, 2, 2, 2], calls  # in step after the first few frames
+    # In step after the first frame or two: all but the first and last calls hold both.
+    assert calls.count(2) >= 10 and sum(calls) == 24, calls
     batcher.close()

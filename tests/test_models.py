@@ -275,3 +275,27 @@ def test_models_cli(simswap_224_file: Path, tmp_path: Path) -> None:
     assert run("verify").returncode == 0
     bad = run("import", "simswap-512", str(simswap_224_file))
     assert bad.returncode == 2 and "expected 512" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("location", ["../../../../etc/passwd", "/etc/passwd", "secret.bin"])
+def test_onnx_files_with_external_tensors_are_refused(location: str, tmp_path: Path) -> None:
+    """Before: imported as valid, and at load livswap's own reader opened secret.bin from the
+    current folder. Now refused at import, naming the tensor and where it points."""
+    import onnx
+    from onnx.external_data_helper import set_external_data
+
+    from tests.checkpoints import write_inswapper_onnx
+
+    path = write_inswapper_onnx(tmp_path / "inswapper_128.onnx")
+    model = onnx.load(str(path))
+    tensor = model.graph.initializer[0]
+    set_external_data(tensor, location=location)
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    tensor.ClearField("raw_data")
+    tensor.ClearField("float_data")
+    onnx.save(model, str(path))
+    store = ModelStore(tmp_path / "models")
+    with pytest.raises(ModelError, match="another file") as caught:
+        store.import_file("inswapper-128", path)
+    assert location in str(caught.value) and "\n" not in str(caught.value)
+    assert not (store.folder / "inswapper_128.onnx").exists()

@@ -390,3 +390,124 @@ def test_worker_reports_a_peer_whose_pipeline_stopped(hopper_image: np.ndarray) 
         ring_out.close()
     assert replies[0] == (1, None, None)
     assert replies[1] == (None, StreamFailed(7, "the GPU is gone"))
+
+
+def test_hostile_requests_get_a_clean_4xx(fuzz_server: Any) -> None:
+    """Attacks that used to give a 500 with a traceback: JSON nested 100,000 deep, a multipart
+    body whose boundary is not the declared one, a non-ASCII token in the header or the query."""
+    deep = "[" * 100_000 + "]" * 100_000
+    status, body = _request(
+        fuzz_server,
+        "POST",
+        "/offer",
+        data=deep,
+        headers={**AUTH, "Content-Type": "application/json"},
+    )
+    assert status == 400 and "not valid JSON" in body["error"]
+    wrong = b"--other\r\nContent-Disposition: form-data; name=file\r\n\r\nxx\r\n--other--\r\n"
+    status, body = _request(
+        fuzz_server,
+        "POST",
+        "/sources",
+        data=wrong,
+        headers={**AUTH, "Content-Type": "multipart/form-data; boundary=declared"},
+    )
+    assert 400 <= status < 500, body
+    for headers, path in (
+        ({"Authorization": "Bearer s3cr\u00e9t".encode().decode("latin-1")}, "/health"),
+        ({}, "/?token=%C3%A9"),
+    ):
+        status, body = _request(fuzz_server, "GET", path, headers=headers)
+        assert status == 401 and "token" in body["error"], (headers, path, body)
+
+
+def test_the_stats_channel_sends_json_even_without_frames() -> None:
+    """A second without frames has no latency: the channel says null, never NaN (which the
+    page's JSON.parse rejects)."""
+    import json
+
+    from livswap.stats import PipelineStats
+    from livswap.webrtc.server import stats_message
+
+    message = json.loads(stats_message(PipelineStats()))
+    assert message["server_latency_ms"] is None and message["frames"] == 0
+
+
+def test_offers_that_never_connect_give_their_slot_back() -> None:
+    """As many offers as there are slots, from clients that vanish before ICE: the slots come
+    free after connect_timeout_s instead of holding every real user off with 503s."""
+    cfg = load_config(None, {"serve.max_peers": 2, "serve.connect_timeout_s": 1.0})
+
+    async def scenario() -> tuple[list[int], int, int]:
+        runner, url, server = await _serve(cfg)
+        statuses = []
+        try:
+            async with aiohttp.ClientSession() as http:
+
+                async def offer() -> int:
+                    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+                    pc.addTransceiver("video", direction="sendrecv")
+                    await pc.setLocalDescription(await pc.createOffer())
+                    body = {"sdp": pc.localDescription.sdp, "type": "offer"}
+                    async with http.post(
+                        f"{url}/offer", json={**body, "engine": "passthrough"}
+                    ) as r:
+                        status = r.status
+                    await pc.close()  # gone before ICE: the server's side never connects
+                    return status
+
+                statuses = [await offer() for _ in range(3)]
+                held = len(server.peers)
+                deadline = time.monotonic() + 15
+                while server.peers and time.monotonic() < deadline:
+                    await asyncio.sleep(0.2)
+                return statuses, held, len(server.peers)
+        finally:
+            await runner.cleanup()
+
+    statuses, held, left = asyncio.run(scenario())
+    assert statuses == [200, 200, 503] and held == 2  # full: the third is refused
+    assert left == 0  # then freed, without any client connecting
+
+
+def forged_png(width: int, height: int) -> bytes:
+    """A valid, tiny PNG whose header declares ``width`` x ``height`` pixels (decoding it
+    would need width * height * 3 bytes)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    rows = zlib.compress(b"\x00" * 64)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "status", "fragment"),
+    [
+        (30_000, 30_000, 413, "30000x30000"),
+        (1_000_000, 1_000, 413, "MP"),
+        (40_000, 40_000, 413, "limit is 40 MP"),
+        (40_000, 100, 415, "not a photo's shape"),
+    ],
+)
+def test_photos_declaring_huge_sizes_are_refused_before_decoding(
+    fuzz_server: Any, width: int, height: int, status: int, fragment: str
+) -> None:
+    """Before: a 107 KB PNG declaring 30000x30000 took 10 GB for 36 s and crashed the worker."""
+    import psutil
+
+    data = forged_png(width, height)
+    form = aiohttp.FormData()
+    form.add_field("file", data, filename="x.png", content_type="image/png")
+    before = psutil.Process().memory_info().rss
+    started = time.monotonic()
+    got, body = _request(fuzz_server, "POST", "/sources", data=form, headers=AUTH)
+    assert got == status and fragment in body["error"], body
+    assert time.monotonic() - started < 5
+    assert psutil.Process().memory_info().rss - before < 100 * 2**20

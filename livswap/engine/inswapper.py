@@ -26,6 +26,7 @@ from livswap.errors import ModelError
 from livswap.frame import Image
 from livswap.models import ModelStore, model_dir
 from livswap.models.download import sha256_of
+from livswap.models.safety import check_onnx
 
 __all__ = ["InswapperEngine", "arcface_transform"]
 
@@ -82,6 +83,9 @@ class InswapperEngine(NeuralEngine):
         store = ModelStore(model_dir(cfg.models.dir))
         swapper_path = store.require("inswapper-128")
         encoder_path = store.require("w600k-r50")
+        # The same gate as at import: a file replaced in the model folder since is checked too.
+        check_onnx(swapper_path, "model inswapper-128", ("target", "source"))
+        check_onnx(encoder_path, "model w600k-r50")
         self.spec = resolve_spec(cfg.engine, default_backend="onnxruntime")
         self.device = self.spec.device
         cache = store.folder / "cache"

@@ -130,7 +130,30 @@ def check_onnx(path: Path, label: str, inputs: tuple[str, ...] = ()) -> None:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
         raise ModelError(f"{label}: {path.name} is not a valid ONNX model: {exc}") from None
+    _refuse_external_data(model, path, label)
     names = {i.name for i in model.graph.input}
     missing = [n for n in inputs if n not in names]
     if missing:
         raise ModelError(f"{label}: {path.name} lacks inputs {missing}; it has {sorted(names)}")
+
+
+def _refuse_external_data(model: Any, path: Path, label: str) -> None:
+    """The models livswap knows are single files: a tensor stored in another file (which a
+    loader would open, wherever its path points: ``../../etc/passwd``, a symlink) is refused."""
+    import onnx
+
+    def tensors() -> Any:
+        yield from model.graph.initializer
+        for node in model.graph.node:
+            for attribute in node.attribute:
+                if attribute.HasField("t"):
+                    yield attribute.t
+                yield from attribute.tensors
+
+    for tensor in tensors():
+        if tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.external_data):
+            where = next((e.value for e in tensor.external_data if e.key == "location"), "?")
+            raise ModelError(
+                f"{label}: {path.name} keeps tensor {tensor.name!r} in another file ({where!r}); "
+                "livswap loads only self-contained model files"
+            )

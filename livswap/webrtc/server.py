@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import secrets
 import ssl
 import statistics
@@ -38,12 +39,19 @@ from livswap.engine import ENGINES, missing_for
 from livswap.errors import ConfigError, EngineError, StreamEnded
 from livswap.frame import Image
 from livswap.label import DisclosureLabel
+from livswap.stats import PipelineStats
 from livswap.webrtc.jitter import use_marker_jitter_buffer
 from livswap.webrtc.tracks import DelayedAudioTrack, SwappedVideoTrack, TrackReader
 from livswap.worker.client import RemoteStream, SwapWorker
 from livswap.worker.messages import OpenStream
 
-__all__ = ["LOOPBACK_HOSTS", "Server", "create_app", "enable_loopback_candidates"]
+__all__ = [
+    "LOOPBACK_HOSTS",
+    "Server",
+    "create_app",
+    "enable_loopback_candidates",
+    "restrict_ice_candidates",
+]
 
 log = logging.getLogger(__name__)
 
@@ -64,27 +72,34 @@ def _image_format(data: bytes) -> str | None:
     return None
 
 
-def enable_loopback_candidates() -> None:
-    """Let aioice offer 127.0.0.1 as a host candidate.
+def restrict_ice_candidates(host: str) -> None:
+    """Gather ICE candidates only where the server listens: 127.0.0.1 alone when it listens on
+    loopback (nothing is bound or offered on the machine's network interfaces), the listening
+    address alone when it names one, every interface plus loopback for 0.0.0.0 / ::.
 
-    aioice skips the loopback address when it gathers candidates, so on a machine whose only
-    network is loopback (or a browser on the same machine) no ICE pair could form. Called once
-    by ``livswap serve`` when it listens on loopback.
+    aioice reads its host addresses through one module function (and skips loopback itself),
+    so this replaces that function; a server process has one listening address.
     """
     import aioice.ice
 
-    original = aioice.ice.get_host_addresses
-    if getattr(original, "_livswap_loopback", False):
-        return
+    original = getattr(aioice.ice.get_host_addresses, "_livswap_original", None)
+    original = original or aioice.ice.get_host_addresses
 
-    def with_loopback(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-        addresses = original(use_ipv4, use_ipv6)
-        if use_ipv4 and "127.0.0.1" not in addresses:
-            addresses.append("127.0.0.1")
-        return addresses
+    def addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        if host in LOOPBACK_HOSTS:
+            return ["127.0.0.1"] if use_ipv4 else ["::1"] if use_ipv6 else []
+        if host in ("0.0.0.0", "::", ""):
+            found = list(original(use_ipv4, use_ipv6))
+            return found + (["127.0.0.1"] if use_ipv4 and "127.0.0.1" not in found else [])
+        return [host]
 
-    with_loopback._livswap_loopback = True  # type: ignore[attr-defined]
-    aioice.ice.get_host_addresses = with_loopback
+    addresses._livswap_original = original  # type: ignore[attr-defined]
+    aioice.ice.get_host_addresses = addresses
+
+
+def enable_loopback_candidates() -> None:
+    """ICE on loopback only (a browser on the same machine; the tests' peers)."""
+    restrict_ice_candidates("127.0.0.1")
 
 
 @dataclass
@@ -129,7 +144,20 @@ class Server:
             raise _HttpError(
                 415, f"not an accepted image; send {', '.join(self.cfg.serve.accepted_types)}"
             )
-        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        width, height = _declared_size(data, kind)
+        budget = self.cfg.serve.max_upload_megapixels * 1e6
+        if width * height > budget:
+            raise _HttpError(
+                413,
+                f"photo declares {width}x{height} pixels ({width * height / 1e6:.0f} MP); the "
+                f"limit is {self.cfg.serve.max_upload_megapixels:g} MP",
+            )
+        if max(width, height) > 20 * min(width, height):
+            raise _HttpError(415, f"photo declares {width}x{height} pixels: not a photo's shape")
+        try:
+            bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        except cv2.error:
+            bgr = None
         if bgr is None:
             raise _HttpError(415, f"the {kind} file could not be decoded")
         image: Image = np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)).astype(np.uint8)
@@ -143,7 +171,11 @@ class Server:
             await self.worker.prepare(source_id, self.cfg.engine.name, image)
         self.sources[source_id] = image
         self.sources.move_to_end(source_id)
-        while len(self.sources) > self.cfg.serve.max_sources:
+        # Bounded in count and in bytes: many large photos cannot fill the memory.
+        budget = self.cfg.serve.max_sources_mb * 2**20
+        while len(self.sources) > self.cfg.serve.max_sources or (
+            len(self.sources) > 1 and sum(i.nbytes for i in self.sources.values()) > budget
+        ):
             self.sources.popitem(last=False)
         return source_id
 
@@ -206,19 +238,7 @@ class Server:
             async def report() -> None:
                 while channel.readyState != "closed" and peer.id in self.peers:
                     if channel.readyState == "open":
-                        stats = remote.stats
-                        fps, lat = stats.recent(1.0)
-                        channel.send(
-                            json.dumps(
-                                {
-                                    "fps": round(fps, 1),
-                                    "server_latency_ms": round(lat, 1),
-                                    "dropped": stats.frames_dropped,
-                                    "no_face": stats.frames_no_face,
-                                    "frames": stats.frames_out,
-                                }
-                            )
-                        )
+                        channel.send(stats_message(remote.stats))
                     await asyncio.sleep(1.0)
 
             peer.reporter = asyncio.create_task(report(), name=f"peer-{peer_id}-stats")
@@ -268,19 +288,28 @@ class Server:
             pass
 
     async def close_idle(self) -> None:
-        """Close peers whose camera sent nothing for ``idle_timeout_s`` (a vanished browser)."""
+        """Close peers whose camera sent nothing for ``idle_timeout_s`` (a vanished browser),
+        and offers that did not connect within ``connect_timeout_s`` (a client that left before
+        ICE, or one holding slots on purpose), so their slots are free again."""
         now = time.monotonic()
         timeout = self.cfg.serve.idle_timeout_s
         for peer_id, peer in list(self.peers.items()):
             last = peer.reader.last_received if peer.reader else peer.created
-            if now - last > timeout:
+            unconnected = peer.pc.connectionState not in ("connected", "closed")
+            if unconnected and now - peer.created > self.cfg.serve.connect_timeout_s:
+                log.info(
+                    "Peer(%d): not connected after %.0f s, closing", peer_id, now - peer.created
+                )
+                await self.close_peer(peer_id)
+            elif now - last > timeout:
                 log.info("Peer(%d): idle for %.0f s, closing", peer_id, now - last)
                 await self.close_peer(peer_id)
 
     async def start(self, app: web.Application) -> None:
         async def janitor() -> None:
             while True:
-                await asyncio.sleep(min(5.0, self.cfg.serve.idle_timeout_s / 2))
+                serve = self.cfg.serve
+                await asyncio.sleep(min(5.0, serve.idle_timeout_s / 2, serve.connect_timeout_s / 2))
                 await self.close_idle()
 
         self._janitor = asyncio.create_task(janitor(), name="idle-peers")
@@ -294,6 +323,60 @@ class Server:
         await asyncio.get_running_loop().run_in_executor(None, self.worker.close)
 
 
+def _declared_size(data: bytes, kind: str) -> tuple[int, int]:
+    """The width and height an image's header declares, read without decoding its pixels
+    (a small file can declare billions of them). ``kind`` is what :func:`_image_format`
+    found."""
+    size = _header_size(data, kind)
+    if size is None:
+        raise _HttpError(415, f"the {kind} file could not be decoded: its header is damaged")
+    width, height = size
+    if width < 1 or height < 1:
+        raise _HttpError(415, f"the {kind} file declares {width}x{height} pixels")
+    return width, height
+
+
+def _header_size(data: bytes, kind: str) -> tuple[int, int] | None:
+    import struct
+
+    try:
+        if kind == "png" and data[12:16] == b"IHDR":
+            width, height = struct.unpack(">II", data[16:24])
+            return int(width), int(height)
+        if kind == "bmp":
+            width, height = struct.unpack("<ii", data[18:26])
+            return int(width), abs(int(height))  # negative height: rows stored top-down
+        if kind == "webp":
+            chunk = data[12:16]
+            if chunk == b"VP8X":
+                width = 1 + int.from_bytes(data[24:27], "little")
+                return width, 1 + int.from_bytes(data[27:30], "little")
+            if chunk == b"VP8L":
+                bits = int.from_bytes(data[21:25], "little")
+                return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
+            if chunk == b"VP8 ":
+                width, height = struct.unpack("<HH", data[26:30])
+                return int(width) & 0x3FFF, int(height) & 0x3FFF
+            return None
+        if kind == "jpeg":
+            at = 2
+            while at + 9 < len(data):
+                if data[at] != 0xFF:
+                    return None
+                marker = data[at + 1]
+                if marker == 0xFF:  # fill byte
+                    at += 1
+                    continue
+                length = struct.unpack(">H", data[at + 2 : at + 4])[0]
+                if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                    height, width = struct.unpack(">HH", data[at + 5 : at + 9])
+                    return int(width), int(height)
+                at += 2 + length
+    except struct.error:
+        return None
+    return None
+
+
 class _HttpError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -302,6 +385,22 @@ class _HttpError(Exception):
 
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
+
+
+def stats_message(stats: PipelineStats) -> str:
+    """What the page's stats line shows, as the JSON the data channel sends each second. A
+    second without frames has no latency: null, never NaN (which is not JSON)."""
+    fps, latency = stats.recent(1.0)
+    return json.dumps(
+        {
+            "fps": round(fps, 1),
+            "server_latency_ms": round(latency, 1) if math.isfinite(latency) else None,
+            "dropped": stats.frames_dropped,
+            "no_face": stats.frames_no_face,
+            "frames": stats.frames_out,
+        },
+        allow_nan=False,
+    )
 
 
 def create_app(server: Server) -> web.Application:
@@ -313,10 +412,12 @@ def create_app(server: Server) -> web.Application:
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         if server.token:
-            given = request.headers.get("Authorization", "")
-            query = request.query.get("token", "")
-            ok = secrets.compare_digest(given, f"Bearer {server.token}") or (
-                request.path == "/" and secrets.compare_digest(query, server.token)
+            # Compared as bytes: a non-ASCII header or query is simply wrong, not a TypeError.
+            given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
+            query = request.query.get("token", "").encode("utf-8", "surrogateescape")
+            token = server.token.encode("utf-8")
+            ok = secrets.compare_digest(given, b"Bearer " + token) or (
+                request.path == "/" and secrets.compare_digest(query, token)
             )
             if not ok:
                 return _error(401, "missing or wrong token: send 'Authorization: Bearer TOKEN'")
@@ -355,15 +456,18 @@ def create_app(server: Server) -> web.Application:
     async def upload(request: web.Request) -> web.Response:
         if not request.content_type.startswith("multipart/"):
             raise _HttpError(415, "send the photo as multipart/form-data in field 'file'")
-        reader = await request.multipart()
         data: bytes | None = None
-        while True:
-            part = await reader.next()
-            if part is None:
-                break
-            if getattr(part, "name", None) == "file":
-                data = await part.read(decode=False)  # type: ignore[union-attr]
-                break
+        try:
+            reader = await request.multipart()
+            while True:
+                part = await reader.next()
+                if part is None:
+                    break
+                if getattr(part, "name", None) == "file":
+                    data = await part.read(decode=False)  # type: ignore[union-attr]
+                    break
+        except (ValueError, AssertionError, UnicodeDecodeError) as exc:  # a body that lies
+            raise _HttpError(400, f"malformed multipart body: {exc}") from None
         if not data:
             raise _HttpError(400, "no photo: put the image in form field 'file'")
         source_id = await server.add_source(data)
@@ -374,8 +478,8 @@ def create_app(server: Server) -> web.Application:
             raise _HttpError(415, "send the offer as application/json")
         try:
             params = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise _HttpError(400, "the body is not valid JSON") from None
+        except (ValueError, UnicodeDecodeError, RecursionError):  # ValueError: JSONDecodeError
+            raise _HttpError(400, "the body is not valid JSON (or nested too deep)") from None
         if not isinstance(params, dict):
             raise _HttpError(400, "expected a JSON object with 'sdp' and 'type'")
         sdp, kind = params.get("sdp"), params.get("type")
