@@ -299,3 +299,62 @@ def test_onnx_files_with_external_tensors_are_refused(location: str, tmp_path: P
         store.import_file("inswapper-128", path)
     assert location in str(caught.value) and "\n" not in str(caught.value)
     assert not (store.folder / "inswapper_128.onnx").exists()
+
+
+def _pickle_zip(path: Path, data: bytes) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", data)
+        archive.writestr("archive/version", "3\n")
+    return path
+
+
+def _short(text: str) -> bytes:
+    raw = text.encode()
+    return b"\x8c" + bytes([len(raw)]) + raw  # SHORT_BINUNICODE
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        # os.system taken from the memo: the strings right before STACK_GLOBAL are harmless
+        # ones, which fooled the old opcode scan into reading "torch.Size".
+        b"\x80\x04" + _short("os") + b"\x94" + _short("system") + b"\x94" + b"00"
+        + _short("torch") + _short("Size") + b"00" + b"h\x00h\x01\x93"
+        + _short("touch EVIL_RAN") + b"\x85R.",
+        # A module whose name only starts like torch's.
+        b"\x80\x02ctorch.serialization os\nsystem\n" + _short("touch EVIL_RAN") + b"\x85R.",
+    ],
+    ids=["memo-global", "torch-prefixed-module"],
+)  # fmt: skip
+def test_pickles_that_fooled_the_opcode_scan_are_refused_unrun(
+    payload: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: passed the scan at `livswap models import arcface-simswap` and was recorded as
+    installed. Now the one restricted unpickler (import and conversion alike) refuses it."""
+    monkeypatch.chdir(tmp_path)
+    evil = _pickle_zip(tmp_path / "arcface_checkpoint.tar", payload)
+    store = ModelStore(tmp_path / "m")
+    with pytest.raises(ModelError, match="could run code"):
+        store.import_file("arcface-simswap", evil)
+    assert not (tmp_path / "EVIL_RAN").exists()
+    assert not store.status("arcface-simswap").present
+
+
+def test_a_pickle_that_inflates_to_gigabytes_is_refused_early(tmp_path: Path) -> None:
+    """Before: a 3.1 MB .pth whose data.pkl inflates to 3 GiB took 6.4 GB before it was
+    refused. Now the pickle is read in chunks under a 64 MiB cap."""
+    import psutil
+
+    bomb = tmp_path / "latest_net_G.pth"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("archive/data.pkl", "w", force_zip64=True) as member:
+            block = bytes(2**20)
+            for _ in range(300):  # 300 MiB of zeros, a few hundred KB on disk
+                member.write(block)
+        archive.writestr("archive/version", "3\n")
+    assert bomb.stat().st_size < 2 * 2**20
+    before = psutil.Process().memory_info().rss
+    for name in ("simswap-224", "arcface-simswap"):
+        with pytest.raises(ModelError, match="inflates past 64 MiB"):
+            ModelStore(tmp_path / "m").import_file(name, bomb)
+    assert psutil.Process().memory_info().rss - before < 200 * 2**20

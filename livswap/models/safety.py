@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import pickletools
+import pickle
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -10,93 +10,159 @@ from typing import Any
 
 from livswap.errors import ModelError
 
-__all__ = ["check_onnx", "check_pickled_module", "load_state_dict"]
+__all__ = [
+    "InertModule",
+    "check_archive",
+    "check_onnx",
+    "check_pickled_module",
+    "load_pickled_module",
+    "load_state_dict",
+    "module_state",
+    "restricted_pickle_module",
+]
 
-# Globals a whole-module PyTorch pickle of a plain network may reference: torch's own tensor
-# rebuild helpers and layer classes, and the model's own classes (data, never called by us).
-_ALLOWED_PREFIXES = (
-    "torch.",
-    "collections.OrderedDict",
-    "models.",
-    "arcface_models.",
-    "__builtin__.set",
-    "builtins.set",
-)
-_ALLOWED_EXACT = {
-    "torch._utils._rebuild_tensor_v2",
-    "torch._utils._rebuild_parameter",
-    "torch.FloatStorage",
-    "collections.OrderedDict",
+# The only globals a whole-module checkpoint may name, found through ``find_class`` (the one
+# way a pickle reaches any callable, memo tricks included): torch's tensor rebuilders and
+# storages, plain containers, and layer classes, which become inert stand-ins.
+_ALLOWED = {
+    ("torch._utils", "_rebuild_tensor_v2"),
+    ("torch._utils", "_rebuild_parameter"),
+    ("torch._utils", "_rebuild_parameter_with_state"),
+    ("collections", "OrderedDict"),
+    ("copyreg", "_reconstructor"),
+    ("builtins", "object"),
+    ("__builtin__", "object"),
+    ("builtins", "set"),
+    ("__builtin__", "set"),
+    ("torch", "Size"),
 }
-_FORBIDDEN = (
-    "os.",
-    "posix.",
-    "nt.",
-    "subprocess.",
-    "builtins.eval",
-    "builtins.exec",
-    "__builtin__.eval",
-    "builtins.getattr",
-    "builtins.__import__",
-    "sys.",
-    "socket.",
-    "shutil.",
-    "importlib.",
-    "runpy.",
-    "pty.",
-)
+_INERT_MODULES = ("torch.nn.modules.", "models.", "arcface_models.")
+_MAX_PICKLE_BYTES = 64 * 2**20  # a network's structure pickles to kilobytes
+_MAX_MEMBER_BYTES = 4 * 2**30  # no weights file livswap knows has a member this large
 
 
-def _pickle_globals(data: bytes) -> list[str]:
-    """Every GLOBAL / STACK_GLOBAL a pickle references, read from its opcodes (no execution)."""
-    found: list[str] = []
-    strings: list[str] = []
-    for opcode, arg, _ in pickletools.genops(data):
-        if opcode.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
-            strings.append(str(arg))
-        elif opcode.name == "GLOBAL":
-            found.append(str(arg).replace(" ", "."))
-        elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
-            found.append(f"{strings[-2]}.{strings[-1]}")
-    return found
+class InertModule:
+    """Stands in for any layer class while unpickling: records state, has no behaviour."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.state: Any = None
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
 
 
-def check_pickled_module(path: Path, label: str) -> list[str]:
-    """Validate a ``torch.save``d whole module (a zip with a pickle) by reading its opcodes.
+def restricted_pickle_module(label: str, filename: str, referenced: list[str]) -> Any:
+    """A ``pickle_module`` for ``torch.load`` whose unpickler resolves only :data:`_ALLOWED`
+    globals (and turns layer classes into :class:`InertModule` subclasses); every global the
+    pickle names is appended to ``referenced``. Anything else is a :class:`ModelError`."""
 
-    Returns the classes it references. Raises :class:`ModelError` if the file is not such an
-    archive, or if the pickle references anything that could run code (os, subprocess, eval...).
-    """
+    class Unpickler(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            referenced.append(f"{module}.{name}")
+            if (module, name) in _ALLOWED or (module == "torch" and name.endswith("Storage")):
+                return super().find_class(module, name)
+            if module.startswith(_INERT_MODULES) or module in ("models", "arcface_models"):
+                return type(name, (InertModule,), {"__module__": module})
+            raise ModelError(
+                f"{label}: {filename} refers to '{module}.{name}', which could run code; "
+                "refusing to load it"
+            )
+
+    class Module:
+        pass
+
+    Module.Unpickler = Unpickler  # type: ignore[attr-defined]
+    Module.load = pickle.load  # type: ignore[attr-defined]
+    Module.__name__ = "livswap_restricted_pickle"
+    return Module
+
+
+def check_archive(path: Path, label: str) -> None:
+    """A PyTorch zip archive whose members are of sane sizes, counted as they inflate (a member
+    may lie about its size); the pickle is read incrementally under its own small cap. Not a
+    zip (a legacy checkpoint): nothing to check here."""
+    if not zipfile.is_zipfile(path):
+        return
     try:
         with zipfile.ZipFile(path) as archive:
-            pickles = [n for n in archive.namelist() if n.endswith("data.pkl")]
-            if not pickles:
-                raise ModelError(f"{label}: {path.name} has no data.pkl: not a PyTorch checkpoint")
-            data = archive.read(pickles[0])
-    except zipfile.BadZipFile:
+            for info in archive.infolist():
+                if info.file_size > _MAX_MEMBER_BYTES:
+                    raise ModelError(
+                        f"{label}: {path.name}: member {info.filename!r} inflates to "
+                        f"{info.file_size / 2**30:.1f} GiB; refusing it"
+                    )
+                if not info.filename.endswith(".pkl"):
+                    continue
+                with archive.open(info) as member:
+                    total = 0
+                    while chunk := member.read(2**20):
+                        total += len(chunk)
+                        if total > _MAX_PICKLE_BYTES:
+                            raise ModelError(
+                                f"{label}: {path.name}: {info.filename!r} inflates past "
+                                f"{_MAX_PICKLE_BYTES // 2**20} MiB; not a weights file"
+                            )
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as exc:
+        raise ModelError(f"{label}: {path.name} is a damaged archive: {exc}") from None
+
+
+def load_pickled_module(path: Path, label: str) -> tuple[Any, list[str]]:
+    """A ``torch.save``d whole module through the restricted unpickler: its (inert) root and
+    the globals it named. No code from the file runs."""
+    import torch
+
+    if not zipfile.is_zipfile(path):
         raise ModelError(
             f"{label}: {path.name} is not a PyTorch checkpoint archive "
             "(truncated or a different format)"
-        ) from None
+        )
+    check_archive(path, label)
+    referenced: list[str] = []
     try:
-        referenced = _pickle_globals(data)
-    except Exception as exc:
-        raise ModelError(f"{label}: {path.name}: the pickle is damaged ({exc})") from None
-    for name in referenced:
-        if name.startswith(_FORBIDDEN) or not (
-            name in _ALLOWED_EXACT or name.startswith(_ALLOWED_PREFIXES)
-        ):
-            raise ModelError(
-                f"{label}: {path.name} refers to {name!r}, which could run code; "
-                "refusing to load it"
-            )
-    return referenced
+        root = torch.load(
+            path,
+            map_location="cpu",
+            weights_only=False,
+            pickle_module=restricted_pickle_module(label, path.name, referenced),
+        )
+    except ModelError:
+        raise
+    except Exception as exc:  # any failure of a damaged or hostile file: refused, one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{label}: {path.name} could not be read: {first}") from None
+    return root, referenced
+
+
+def check_pickled_module(path: Path, label: str) -> list[str]:
+    """Validate a ``torch.save``d whole module by loading it through the restricted unpickler
+    (the same gate the conversion uses). Returns the classes it references."""
+    _, referenced = load_pickled_module(path, label)
+    return sorted(set(referenced))
+
+
+def module_state(node: Any, prefix: str = "") -> dict[str, Any]:
+    """The parameters and buffers of an inert module tree, by their state-dict names."""
+    import torch
+
+    out: dict[str, Any] = {}
+    state = node.state if isinstance(node, InertModule) else None
+    if not isinstance(state, Mapping):
+        return out
+    for group in ("_parameters", "_buffers"):
+        for key, value in (state.get(group) or {}).items():
+            if isinstance(value, torch.Tensor):
+                out[prefix + key] = value.detach().clone()
+    for key, child in (state.get("_modules") or {}).items():
+        if child is not None:
+            out.update(module_state(child, f"{prefix}{key}."))
+    return out
 
 
 def load_state_dict(path: Path, label: str) -> Mapping[str, Any]:
     """``torch.load(weights_only=True)``: tensors only, no code from the file ever runs."""
     import torch
 
+    check_archive(path, label)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, MemoryError):

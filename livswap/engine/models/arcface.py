@@ -7,17 +7,14 @@ with an inert stub that only records its state, and allows only tensor-rebuildin
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from collections import OrderedDict
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from livswap.errors import ModelError
+from livswap.models.safety import load_pickled_module, module_state
 
 __all__ = ["ArcFace", "convert_pickled_arcface"]
 
@@ -103,84 +100,12 @@ class ArcFace(nn.Module):
         return out
 
 
-class _InertModule:
-    """Stands in for any module class while unpickling: records state, has no behaviour."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.state: Any = None
-
-    def __setstate__(self, state: Any) -> None:
-        self.state = state
-
-
-_TENSOR_HELPERS = {
-    ("torch._utils", "_rebuild_tensor_v2"),
-    ("torch._utils", "_rebuild_parameter"),
-    ("torch._utils", "_rebuild_parameter_with_state"),
-    ("collections", "OrderedDict"),
-    ("copyreg", "_reconstructor"),
-    ("builtins", "object"),
-    ("__builtin__", "object"),
-    ("builtins", "set"),
-    ("__builtin__", "set"),
-    ("torch", "Size"),
-}
-
-
-def _safe_pickle_module(label: str) -> Any:
-    class Unpickler(pickle.Unpickler):
-        def find_class(self, module: str, name: str) -> Any:
-            if (module, name) in _TENSOR_HELPERS:
-                return super().find_class(module, name)
-            if module == "torch" and name.endswith("Storage"):
-                return super().find_class(module, name)
-            if module.startswith(("torch.nn.modules.", "models.", "arcface_models")):
-                return type(name, (_InertModule,), {})
-            raise ModelError(
-                f"{label}: the checkpoint refers to {module}.{name}, which is "
-                "not allowed in a weights file; refusing to load it"
-            )
-
-    class Module:
-        pass
-
-    Module.Unpickler = Unpickler  # type: ignore[attr-defined]
-    Module.load = pickle.load  # type: ignore[attr-defined]
-    Module.__name__ = "livswap_safe_pickle"
-    return Module
-
-
-def _flatten(node: Any, prefix: str, out: dict[str, torch.Tensor]) -> None:
-    state = node.state if isinstance(node, _InertModule) else None
-    if not isinstance(state, Mapping):
-        return
-    for group in ("_parameters", "_buffers"):
-        for key, value in (state.get(group) or {}).items():
-            if isinstance(value, torch.Tensor):
-                out[prefix + key] = value.detach().clone()
-    for key, child in (state.get("_modules") or {}).items():
-        if child is not None:
-            _flatten(child, f"{prefix}{key}.", out)
-
-
 def convert_pickled_arcface(
     path: Path, label: str = "model arcface-simswap"
 ) -> dict[str, torch.Tensor]:
     """The state dict inside SimSwap's ``arcface_checkpoint.tar``, read without running its code."""
-    try:
-        zipfile.ZipFile(path).close()
-    except zipfile.BadZipFile:
-        raise ModelError(f"{label}: {path.name} is not a PyTorch checkpoint archive") from None
-    try:
-        root = torch.load(
-            path, map_location="cpu", weights_only=False, pickle_module=_safe_pickle_module(label)
-        )
-    except ModelError:
-        raise
-    except Exception as exc:
-        raise ModelError(f"{label}: {path.name} could not be read: {exc}") from None
-    state: dict[str, torch.Tensor] = OrderedDict()
-    _flatten(root, "", state)
+    root, _ = load_pickled_module(path, label)
+    state: dict[str, torch.Tensor] = OrderedDict(module_state(root))
     if "conv1.weight" not in state:
         raise ModelError(f"{label}: {path.name} holds no ArcFace weights")
     model = ArcFace()
