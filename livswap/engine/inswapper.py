@@ -18,7 +18,7 @@ from livswap.compose import feather
 from livswap.config import Config
 from livswap.engine.backends import build_runner, onnx_runner, resolve_spec
 from livswap.engine.identity import EmbeddingCache
-from livswap.engine.models.inswapper import load_inswapper_onnx
+from livswap.engine.models.inswapper import emap_tensor, load_inswapper_onnx
 from livswap.engine.neural import NeuralEngine
 from livswap.engine.onnx import ort_session
 from livswap.engine.simswap import _similarity
@@ -53,7 +53,8 @@ def arcface_transform(keypoints: npt.NDArray[np.float32], size: int) -> npt.NDAr
 
 
 def _emap(path: Path) -> npt.NDArray[np.float32]:
-    """The projection matrix stored as the graph's last initializer (not a network input)."""
+    """The projection matrix (not a network input): by its name where the graph has it, else
+    the last unused 512x512 initializer (:func:`emap_tensor`)."""
     import onnx
     from onnx import numpy_helper
 
@@ -63,11 +64,12 @@ def _emap(path: Path) -> npt.NDArray[np.float32]:
         raise ModelError(
             f"model inswapper-128: inputs are {sorted(names)}, expected 'target' and 'source'"
         )
-    emap = numpy_helper.to_array(model.graph.initializer[-1]).astype(np.float32)
-    if emap.shape != (512, 512):
+    tensor = emap_tensor(model)
+    if tensor is None:
         raise ModelError(
-            f"model inswapper-128: the last initializer is {emap.shape}, expected the 512x512 emap"
+            "model inswapper-128: no initializer named 'buff2fs' and no unused 512x512 one: no emap"
         )
+    emap: npt.NDArray[np.float32] = numpy_helper.to_array(tensor).astype(np.float32)
     return emap
 
 

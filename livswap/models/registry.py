@@ -112,7 +112,9 @@ _register(
         ),
         format="onnx",
         input_size=128,
-        preprocessing="arcface_128-aligned RGB crop in [0,1]; source latent = (e @ emap) / |e|",
+        preprocessing=(
+            "arcface_128-aligned RGB crop in [0,1]; source latent = normalise(normalise(e) @ emap)"
+        ),
         licence=_NONCOMMERCIAL_INSIGHTFACE,
         size_mb=554,
     )

@@ -224,6 +224,7 @@ class _Graph:
         from onnx import TensorProto, numpy_helper
 
         self.label = label
+        self.model = model
         self.graph = model.graph
         self._to_array = numpy_helper.to_array
         self.initializers = {t.name: t for t in self.graph.initializer}
@@ -547,20 +548,32 @@ def load_inswapper_onnx(path: str | os.PathLike[str]) -> tuple[InswapperGenerato
     return rebuilt.eval(), emap
 
 
+EMAP_NAME = "buff2fs"  # what InsightFace's exporter called the projection
+
+
+def emap_tensor(model: onnx.ModelProto, latent_size: int = 512) -> onnx.TensorProto | None:
+    """inswapper's ``emap`` among a graph's initializers: the one named ``buff2fs`` where the
+    graph has it, else the last ``latent_size`` x ``latent_size`` initializer that no node
+    uses (re-saved and batched variants of the release carry another such matrix after it,
+    used by a node)."""
+    graph = model.graph
+    named: list[onnx.TensorProto] = [t for t in graph.initializer if t.name == EMAP_NAME]
+    if named:
+        return named[0]
+    used = {name for node in graph.node for name in node.input}
+    square: list[onnx.TensorProto] = [
+        t
+        for t in graph.initializer
+        if list(t.dims) == [latent_size, latent_size] and t.name not in used
+    ]
+    return square[-1] if square else None
+
+
 def _read_emap(graph: _Graph, latent_size: int) -> FloatArray:
-    if not graph.graph.initializer:
-        raise graph.error("has no initializers; expected the emap as the last one")
-    last = graph.graph.initializer[-1]
-    users = graph.consumers.get(last.name, [])
-    if users:
+    tensor = emap_tensor(graph.model, latent_size)
+    if tensor is None:
         raise graph.error(
-            f"the last initializer {last.name!r} feeds {users[0].op_type} "
-            f"{users[0].name or 'unnamed'}; expected the unused {latent_size}x{latent_size} emap"
+            f"has no initializer named {EMAP_NAME!r} and no unused {latent_size}x{latent_size} "
+            "one: no emap"
         )
-    emap = graph.initializer(last.name, "emap")
-    if emap.shape != (latent_size, latent_size):
-        raise graph.error(
-            f"the last initializer {last.name!r} has shape {emap.shape}; expected the "
-            f"{latent_size}x{latent_size} emap"
-        )
-    return emap
+    return graph.initializer(tensor.name, "emap")
