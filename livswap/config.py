@@ -126,6 +126,8 @@ class ServeConfig:
     accepted_types: tuple[str, ...]
     idle_timeout_s: Annotated[float, Range(5, 86400)]
     connect_timeout_s: Annotated[float, Range(1, 300)]
+    offers_per_minute: Annotated[int, Range(1, 100000)]
+    uploads_per_minute: Annotated[int, Range(1, 100000)]
     max_sources: Annotated[int, Range(1, 1000)]
     max_sources_mb: Annotated[float, Range(1, 100000)]
     max_upload_megapixels: Annotated[float, Range(0.1, 1000)]

@@ -200,7 +200,9 @@ def test_frame_ring_round_trip_and_overwritten_slots() -> None:
 @pytest.fixture(scope="module")
 def fuzz_server(astronaut_jpg: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
     models = tmp_path_factory.mktemp("no-models")
-    cfg = load_config(None, {"serve.max_upload_mb": 0.2, "models.dir": str(models)})
+    # Many requests from one address in a minute here: rate limits are tested on their own.
+    limits = {"serve.offers_per_minute": 10_000, "serve.uploads_per_minute": 10_000}
+    cfg = load_config(None, {"serve.max_upload_mb": 0.2, "models.dir": str(models), **limits})
     loop = asyncio.new_event_loop()
     runner, url, _ = loop.run_until_complete(_serve(cfg, token="s3cret"))
     yield loop, url
@@ -511,3 +513,29 @@ def test_photos_declaring_huge_sizes_are_refused_before_decoding(
     assert got == status and fragment in body["error"], body
     assert time.monotonic() - started < 5
     assert psutil.Process().memory_info().rss - before < 100 * 2**20
+
+
+def test_a_client_over_its_rate_gets_429_and_others_do_not(hopper_jpg: Path) -> None:
+    cfg = load_config(None, {"serve.uploads_per_minute": 2, "serve.offers_per_minute": 1})
+    server = Server(cfg)
+    assert not server.over_rate_limit("10.0.0.1", "upload")
+    assert not server.over_rate_limit("10.0.0.1", "upload")
+    assert server.over_rate_limit("10.0.0.1", "upload")  # the third in a minute
+    assert not server.over_rate_limit("10.0.0.2", "upload")  # another client is not affected
+    assert not server.over_rate_limit("10.0.0.1", "offer")  # nor another endpoint
+
+    async def scenario() -> list[int]:
+        runner, url, _ = await _serve(cfg)
+        statuses = []
+        try:
+            async with aiohttp.ClientSession() as http:
+                for _ in range(3):
+                    form = aiohttp.FormData()
+                    form.add_field("file", b"not a photo", filename="x.jpg")
+                    async with http.post(f"{url}/sources", data=form) as r:
+                        statuses.append(r.status)
+        finally:
+            await runner.cleanup()
+        return statuses
+
+    assert asyncio.run(scenario()) == [415, 415, 429]

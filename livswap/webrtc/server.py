@@ -23,7 +23,7 @@ import secrets
 import ssl
 import statistics
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -127,7 +127,29 @@ class Server:
         self.sources: OrderedDict[str, Image] = OrderedDict()
         self.peers: dict[int, _Peer] = {}
         self._next_peer = 0
+        # Per client address and endpoint: when its recent requests came (rate limits).
+        self._recent: dict[tuple[str, str], deque[float]] = {}
         self._janitor: asyncio.Task[None] | None = None
+
+    def over_rate_limit(self, client: str, endpoint: str) -> bool:
+        """Record a request; True when ``client`` has made more than the endpoint's limit of
+        them in the last minute (``[serve] offers_per_minute`` / ``uploads_per_minute``)."""
+        limit = (
+            self.cfg.serve.offers_per_minute
+            if endpoint == "offer"
+            else self.cfg.serve.uploads_per_minute
+        )
+        now = time.monotonic()
+        times = self._recent.setdefault((client, endpoint), deque())
+        while times and now - times[0] > 60.0:
+            times.popleft()
+        if len(times) >= limit:
+            return True
+        times.append(now)
+        if len(self._recent) > 10_000:  # many clients: forget the quiet ones
+            for key in [k for k, v in self._recent.items() if not v or now - v[-1] > 60.0]:
+                del self._recent[key]
+        return False
 
     # -- sources ---------------------------------------------------------------------------------
     def decode_source(self, data: bytes) -> tuple[str, Image]:
@@ -421,6 +443,13 @@ def create_app(server: Server) -> web.Application:
             )
             if not ok:
                 return _error(401, "missing or wrong token: send 'Authorization: Bearer TOKEN'")
+        endpoint = {"/offer": "offer", "/sources": "upload"}.get(request.path)
+        if (
+            endpoint is not None
+            and request.method == "POST"
+            and server.over_rate_limit(request.remote or "?", endpoint)
+        ):
+            return _error(429, f"too many {endpoint}s from this address; try again in a minute")
         try:
             return await handler(request)
         except _HttpError as exc:
