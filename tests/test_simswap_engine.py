@@ -140,3 +140,36 @@ def test_engine_without_weights_says_how_to_get_them(astronaut_jpg: Path, tmp_pa
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "livswap models fetch simswap-224" in result.stderr
     assert "livswap models import simswap-224 PATH" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [b"\xff" * 8 + b"{}", b"\x02\x00\x00\x00\x00\x00\x00\x00{}"],
+    ids=["header-length-beyond-the-file", "no-tensors"],
+)
+def test_a_damaged_converted_arcface_is_one_line(
+    model_folder: Path, astronaut_jpg: Path, tmp_path: Path, damage: bytes
+) -> None:
+    """Before: a .safetensors file with a corrupt header length gave a 28-line traceback."""
+    from livswap.models.download import sha256_of
+
+    cache = model_folder / "cache"
+    arcface = ModelStore(model_folder).require("arcface-simswap")
+    converted = cache / f"arcface-simswap-{sha256_of(arcface)[:16]}.safetensors"
+    converted.parent.mkdir(parents=True, exist_ok=True)
+    good = converted.read_bytes() if converted.exists() else None
+    converted.write_bytes(damage)
+    try:
+        cfg = tmp_path / "c.toml"
+        cfg.write_text(f'[models]\ndir = "{model_folder}"\n')
+        result = run_livswap(
+            "--config", str(cfg), "--engine", "simswap-224", "--source", str(astronaut_jpg),
+            "--input", str(astronaut_jpg), "--output", str(tmp_path / "o.png"),
+        )  # fmt: skip
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert "converted copy" in result.stderr and "delete it" in result.stderr
+    finally:
+        if good is not None:
+            converted.write_bytes(good)
+        else:
+            converted.unlink()

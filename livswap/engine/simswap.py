@@ -202,8 +202,9 @@ def load_arcface(cache: Path, path: Path) -> ArcFace:
         try:
             state = load_file(converted)
         except Exception as exc:  # safetensors raises its own error types for damaged files
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(
-                f"model arcface-simswap: converted copy {converted} is unreadable ({exc}); "
+                f"model arcface-simswap: converted copy {converted} is unreadable ({first}); "
                 "delete it and it is rebuilt from the release"
             ) from None
     else:
@@ -212,5 +213,12 @@ def load_arcface(cache: Path, path: Path) -> ArcFace:
         partial = converted.with_name(converted.name + ".partial")
         save_file({k: v.contiguous() for k, v in state.items()}, str(partial))
         os.replace(partial, converted)
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:  # a converted copy replaced by something else
+        first = str(exc).strip().splitlines()[0]
+        raise ModelError(
+            f"model arcface-simswap: converted copy {converted} does not fit ArcFace ({first}); "
+            "delete it and it is rebuilt from the release"
+        ) from None
     return model
