@@ -250,8 +250,6 @@ async def _run_pipeline(cfg: Config, terminal: Terminal) -> tuple[PipelineStats,
 
     run = build_run(cfg, on_output=on_output)
     info = run.source.info
-    if run.offline and (info.frame_count or 0) > 1:
-        progress = _progress(terminal, info.frame_count or 0, "frame")
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -266,6 +264,8 @@ async def _run_pipeline(cfg: Config, terminal: Terminal) -> tuple[PipelineStats,
         run.engine.name,
         "" if cfg.output.label else " (disclosure label OFF)",
     )
+    if run.offline and (info.frame_count or 0) > 1:  # after the line above: a bar redraws
+        progress = _progress(terminal, info.frame_count or 0, "frame")
     status: asyncio.Task[None] | None = None
     line = _StatusLine(terminal)
     if not run.offline:

@@ -16,6 +16,7 @@ __all__ = [
     "OutputError",
     "StreamEnded",
     "VirtualCameraError",
+    "first_line",
 ]
 
 
@@ -53,3 +54,10 @@ class ModelError(LivswapError):
 
 class StreamEnded(Exception):
     """Raised by ``FrameSource.recv()`` when the source has no more frames."""
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message cut to its first line (third-party errors can span many, which
+    would break livswap's one-line errors), or its type name when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from livswap.errors import EngineError, ModelError
+from livswap.errors import EngineError, ModelError, first_line
 
 __all__ = ["ort_session"]
 
@@ -33,7 +33,6 @@ def ort_session(path: Path, device: torch.device, label: str) -> Any:
     try:
         return ort.InferenceSession(str(path), options, providers=providers)
     except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(
-            f"{label}: {path.name} cannot be loaded by ONNX Runtime: {reason}"
+            f"{label}: {path.name} cannot be loaded by ONNX Runtime: {first_line(exc)}"
         ) from None

@@ -25,7 +25,7 @@ from livswap.engine.identity import EmbeddingCache
 from livswap.engine.models.arcface import ArcFace, convert_pickled_arcface
 from livswap.engine.models.simswap import SimSwapGenerator, load_simswap
 from livswap.engine.neural import NeuralEngine
-from livswap.errors import EngineError, ModelError
+from livswap.errors import EngineError, ModelError, first_line
 from livswap.frame import Image
 from livswap.models import ModelStore, model_dir
 from livswap.models.download import sha256_of
@@ -202,10 +202,9 @@ def load_arcface(cache: Path, path: Path) -> ArcFace:
         try:
             state = load_file(converted)
         except Exception as exc:  # safetensors raises its own error types for damaged files
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(
-                f"model arcface-simswap: converted copy {converted} is unreadable ({first}); "
-                "delete it and it is rebuilt from the release"
+                f"model arcface-simswap: converted copy {converted} is unreadable "
+                f"({first_line(exc)}); delete it and it is rebuilt from the release"
             ) from None
     else:
         state = dict(convert_pickled_arcface(path))
@@ -216,9 +215,8 @@ def load_arcface(cache: Path, path: Path) -> ArcFace:
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:  # a converted copy replaced by something else
-        first = str(exc).strip().splitlines()[0]
         raise ModelError(
-            f"model arcface-simswap: converted copy {converted} does not fit ArcFace ({first}); "
-            "delete it and it is rebuilt from the release"
+            f"model arcface-simswap: converted copy {converted} does not fit ArcFace "
+            f"({first_line(exc)}); delete it and it is rebuilt from the release"
         ) from None
     return model

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from livswap.errors import ModelError
+from livswap.errors import ModelError, first_line
 
 __all__ = [
     "InertModule",
@@ -128,8 +128,7 @@ def load_pickled_module(path: Path, label: str) -> tuple[Any, list[str]]:
     except ModelError:
         raise
     except Exception as exc:  # any failure of a damaged or hostile file: refused, one line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"{label}: {path.name} could not be read: {first}") from None
+        raise ModelError(f"{label}: {path.name} could not be read: {first_line(exc)}") from None
     return root, referenced
 
 
@@ -168,10 +167,9 @@ def load_state_dict(path: Path, label: str) -> Mapping[str, Any]:
     except (OSError, MemoryError):
         raise
     except Exception as exc:  # junk makes the unpickler fail any way (IndexError, KeyError...)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(
             f"{label}: {path.name} is not a loadable PyTorch state dict "
-            f"(truncated, tampered or a whole pickled module): {first}"
+            f"(truncated, tampered or a whole pickled module): {first_line(exc)}"
         ) from None
     if not isinstance(state, Mapping) or not all(
         isinstance(v, torch.Tensor) for v in state.values()
