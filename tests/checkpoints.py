@@ -67,10 +67,12 @@ def _save_graph(graph: Any, path: Path) -> Path:
     return path
 
 
-def write_inswapper_onnx(path: Path, seed: int = 0) -> Path:
+def write_inswapper_onnx(path: Path, seed: int = 0, fails_when_run: bool = False) -> Path:
     """inswapper_128's I/O contract: inputs ``target`` (1,3,128,128) in [0,1] and ``source``
     (1,512); one output (1,3,128,128) in [0,1]; the 512x512 ``emap`` as the last initializer.
-    The body is a small stand-in network (a 1x1 conv modulated by the latent)."""
+    The body is a small stand-in network (a 1x1 conv modulated by the latent).
+    ``fails_when_run``: a valid graph that ONNX Runtime loads but cannot run (the latent is
+    reshaped to a shape known only at run time, which does not fit): a hostile or broken file."""
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
@@ -85,7 +87,17 @@ def write_inswapper_onnx(path: Path, seed: int = 0) -> Path:
         helper.make_node("Conv", ["target", "conv_w"], ["conv"]),
         helper.make_node("MatMul", ["source", "style_w"], ["style"]),
         helper.make_node("Reshape", ["style", "style_shape"], ["style4"]),
-        helper.make_node("Add", ["conv", "style4"], ["mixed"]),
+        *(
+            [
+                helper.make_node("Shape", ["source"], ["source_shape"]),
+                helper.make_node("Reshape", ["style", "source_shape"], ["unfit"]),
+                helper.make_node("ReduceSum", ["unfit"], ["unfit_sum"], keepdims=1),
+                helper.make_node("Add", ["conv", "unfit_sum"], ["conv_unfit"]),
+            ]
+            if fails_when_run
+            else []
+        ),
+        helper.make_node("Add", ["conv_unfit" if fails_when_run else "conv", "style4"], ["mixed"]),
         helper.make_node("Sigmoid", ["mixed"], ["output"]),
     ]
     graph = helper.make_graph(
@@ -93,7 +105,9 @@ def write_inswapper_onnx(path: Path, seed: int = 0) -> Path:
         "inswapper_128_contract",
         [
             helper.make_tensor_value_info("target", TensorProto.FLOAT, [1, 3, 128, 128]),
-            helper.make_tensor_value_info("source", TensorProto.FLOAT, [1, 512]),
+            helper.make_tensor_value_info(
+                "source", TensorProto.FLOAT, [1, "width" if fails_when_run else 512]
+            ),
         ],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 3, 128, 128])],
         initializer=inits,
@@ -101,13 +115,16 @@ def write_inswapper_onnx(path: Path, seed: int = 0) -> Path:
     return _save_graph(graph, path)
 
 
-def write_w600k_onnx(path: Path, seed: int = 0) -> Path:
-    """w600k_r50's I/O: a (1,3,112,112) face, (x-127.5)/127.5, to a raw 512-d embedding."""
+def write_w600k_onnx(path: Path, seed: int = 0, embedding: int = 512) -> Path:
+    """w600k_r50's I/O: a (1,3,112,112) face, (x-127.5)/127.5, to a raw 512-d embedding
+    (``embedding`` wide: another width is a file that is not what it is named as)."""
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)
-    inits = [numpy_helper.from_array(rng.normal(0, 1, (3 * 8 * 8, 512)).astype(np.float32), "fc")]
+    inits = [
+        numpy_helper.from_array(rng.normal(0, 1, (3 * 8 * 8, embedding)).astype(np.float32), "fc")
+    ]
     nodes = [
         helper.make_node(
             "AveragePool", ["input.1"], ["pooled"], kernel_shape=[14, 14], strides=[14, 14]
@@ -119,7 +136,7 @@ def write_w600k_onnx(path: Path, seed: int = 0) -> Path:
         nodes,
         "w600k_r50_contract",
         [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, 112, 112])],
-        [helper.make_tensor_value_info("683", TensorProto.FLOAT, [1, 512])],
+        [helper.make_tensor_value_info("683", TensorProto.FLOAT, [1, embedding])],
         initializer=inits,
     )
     return _save_graph(graph, path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,41 @@ def test_import_checks_the_io_contract(tmp_path: Path) -> None:
     garbage.write_bytes(b"\x08\x01" + b"\xff" * 100)
     with pytest.raises(ModelError, match="not a valid ONNX model"):
         store.import_file("inswapper-128", garbage)
+
+
+@pytest.mark.parametrize(
+    ("swapper_fails", "embedding", "says"),
+    [
+        (True, 512, "inswapper_128.onnx failed when run"),
+        (False, 256, r"w600k_r50.onnx gives \(1, 256\) where \(1, 512\) was expected"),
+    ],
+    ids=["generator-fails-when-run", "encoder-of-the-wrong-width"],
+)
+def test_files_that_import_but_do_not_run_are_one_line_at_start(
+    swapper_fails: bool,
+    embedding: int,
+    says: str,
+    astronaut_jpg: Path,
+    tmp_path: Path,
+) -> None:
+    """Valid ONNX with the right input names, but a graph that fails in ONNX Runtime or gives
+    the wrong shape: before, a traceback at the first face; now one line at start-up."""
+    store = ModelStore(tmp_path / "models")
+    swapper = write_inswapper_onnx(tmp_path / "inswapper_128.onnx", fails_when_run=swapper_fails)
+    store.import_file("inswapper-128", swapper)
+    store.import_file(
+        "w600k-r50", write_w600k_onnx(tmp_path / "w600k_r50.onnx", embedding=embedding)
+    )
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[models]\ndir = "{store.folder}"\n')
+    result = run_livswap(
+        "--config", str(cfg), "--engine", "inswapper-128", "--source", str(astronaut_jpg),
+        "--input", str(astronaut_jpg), "--output", str(tmp_path / "o.png"),
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and re.search(says, lines[0]), result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_engine_runs_end_to_end(

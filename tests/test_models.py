@@ -355,6 +355,27 @@ def test_a_pickle_that_inflates_to_gigabytes_is_refused_early(tmp_path: Path) ->
     assert bomb.stat().st_size < 2 * 2**20
     before = psutil.Process().memory_info().rss
     for name in ("simswap-224", "arcface-simswap"):
-        with pytest.raises(ModelError, match="inflates past 64 MiB"):
+        with pytest.raises(ModelError, match=r"inflates past 64 MiB|declares 300 MiB"):
             ModelStore(tmp_path / "m").import_file(name, bomb)
     assert psutil.Process().memory_info().rss - before < 200 * 2**20
+
+
+@pytest.mark.parametrize("declared", ["smaller", "larger"])
+def test_a_member_that_lies_about_its_size_is_refused(declared: str, tmp_path: Path) -> None:
+    """Before: an ArcFace checkpoint whose weight member's recorded size was false was imported
+    for arcface-simswap. Now every member is inflated and counted against its record."""
+    from tests.checkpoints import write_release_arcface
+
+    honest = write_release_arcface(tmp_path / "honest.tar")
+    liar = tmp_path / "arcface_checkpoint.tar"
+    with zipfile.ZipFile(honest) as src, zipfile.ZipFile(liar, "w", zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info))
+        biggest = max(dst.filelist, key=lambda i: i.file_size)
+        biggest.file_size = (
+            biggest.file_size // 2 if declared == "smaller" else 2 * biggest.file_size
+        )
+    store = ModelStore(tmp_path / "m")
+    with pytest.raises(ModelError, match=r"damaged archive|declares .* but holds"):
+        store.import_file("arcface-simswap", liar)
+    assert not store.status("arcface-simswap").present

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from livswap.config import EngineConfig
-from livswap.errors import EngineError
+from livswap.errors import EngineError, ModelError
 
 __all__ = [
     "BackendName",
@@ -151,10 +151,18 @@ def build_runner(
     return runner
 
 
-def onnx_runner(path: Path, spec: RunnerSpec) -> GeneratorRunner:
-    """Run a model's own ONNX file (inputs ``target`` and ``source``) with ONNX Runtime."""
+def onnx_runner(path: Path, spec: RunnerSpec, crop: int, latent_size: int) -> GeneratorRunner:
+    """Run a model's own ONNX file (inputs ``target`` and ``source``) with ONNX Runtime, tried
+    once on a blank face so that a file which does not fit fails now, in one line."""
     started = time.perf_counter()
     runner = _onnxruntime(path, spec)
+    blank = torch.zeros(1, 3, crop, crop, device=spec.device)
+    out = runner(blank, torch.zeros(1, latent_size, device=spec.device))
+    if tuple(out.shape) != (1, 3, crop, crop):
+        raise ModelError(
+            f"engine.backend 'onnxruntime': {path.name} gives {tuple(out.shape)} for a "
+            f"{crop}x{crop} face; expected (1, 3, {crop}, {crop})"
+        )
     runner.build_seconds = time.perf_counter() - started
     return runner
 
@@ -273,7 +281,7 @@ def _onnxruntime(path: Path, spec: RunnerSpec) -> GeneratorRunner:
     from livswap.engine.onnx import ort_session
 
     session = ort_session(path, spec.device, "engine.backend 'onnxruntime'")
-    inputs = session.get_inputs()
+    inputs = session.inputs()
     names = [i.name for i in inputs]
     target_name, source_name = (
         ("target", "source") if {"target", "source"} <= set(names) else (names[0], names[1])
@@ -286,7 +294,7 @@ def _onnxruntime(path: Path, spec: RunnerSpec) -> GeneratorRunner:
             target_name: target.float().cpu().numpy(),
             source_name: latent.float().cpu().numpy(),
         }
-        return np.asarray(session.run(None, feeds)[0], np.float32)
+        return np.asarray(session.run(feeds)[0], np.float32)
 
     def call(target: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
         if fixed_batch and target.shape[0] > 1:

@@ -93,7 +93,7 @@ class InswapperEngine(NeuralEngine):
         cache = store.folder / "cache"
         if self.spec.backend == "onnxruntime":
             self.emap = _emap(swapper_path)
-            self.generator = onnx_runner(swapper_path, self.spec)
+            self.generator = onnx_runner(swapper_path, self.spec, SWAP_SIZE, 512)
         else:
             network, self.emap = load_inswapper_onnx(swapper_path)
             self.generator = build_runner(
@@ -104,7 +104,10 @@ class InswapperEngine(NeuralEngine):
                 cache_key=f"inswapper-128-{sha256_of(swapper_path)[:16]}",
             )
         self.encoder = ort_session(encoder_path, self.device, "model w600k-r50")
-        self.encoder_input = self.encoder.get_inputs()[0].name
+        self.encoder_input = self.encoder.inputs()[0].name
+        self.encoder.expect_output(
+            {self.encoder_input: np.zeros((1, 3, 112, 112), np.float32)}, (1, 512)
+        )
         self.embeddings = EmbeddingCache(
             store.folder / "cache", "w600k-" + sha256_of(encoder_path)[:16], self._encode
         )
@@ -119,7 +122,7 @@ class InswapperEngine(NeuralEngine):
     def _encode(self, image: Image, keypoints: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         crop = cv2.warpAffine(image, arcface_transform(keypoints, 112), (112, 112))
         blob = ((crop.astype(np.float32) - 127.5) / 127.5).transpose(2, 0, 1)[None]
-        outputs = self.encoder.run(None, {self.encoder_input: blob})
+        outputs = self.encoder.run({self.encoder_input: blob})
         embedding: npt.NDArray[np.float32] = np.asarray(outputs[0][0], np.float32)
         return embedding
 

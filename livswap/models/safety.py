@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import zipfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -78,32 +79,42 @@ def restricted_pickle_module(label: str, filename: str, referenced: list[str]) -
 
 
 def check_archive(path: Path, label: str) -> None:
-    """A PyTorch zip archive whose members are of sane sizes, counted as they inflate (a member
-    may lie about its size); the pickle is read incrementally under its own small cap. Not a
-    zip (a legacy checkpoint): nothing to check here."""
+    """A PyTorch zip archive whose members are what they declare: each is inflated in chunks
+    and counted as it comes (a member may lie about its size, and zipfile's CRC check catches
+    one whose bytes differ from its record), under a cap per member; the pickle has its own
+    small cap. Not a zip (a legacy checkpoint): nothing to check here."""
     if not zipfile.is_zipfile(path):
         return
     try:
         with zipfile.ZipFile(path) as archive:
             for info in archive.infolist():
-                if info.file_size > _MAX_MEMBER_BYTES:
+                pickle_member = info.filename.endswith(".pkl")
+                cap = _MAX_PICKLE_BYTES if pickle_member else _MAX_MEMBER_BYTES
+                if info.file_size > cap:
                     raise ModelError(
-                        f"{label}: {path.name}: member {info.filename!r} inflates to "
-                        f"{info.file_size / 2**30:.1f} GiB; refusing it"
+                        f"{label}: {path.name}: member {info.filename!r} declares "
+                        f"{_size_text(info.file_size)}; refusing it"
                     )
-                if not info.filename.endswith(".pkl"):
-                    continue
                 with archive.open(info) as member:
                     total = 0
                     while chunk := member.read(2**20):
                         total += len(chunk)
-                        if total > _MAX_PICKLE_BYTES:
+                        if total > cap:
                             raise ModelError(
                                 f"{label}: {path.name}: {info.filename!r} inflates past "
-                                f"{_MAX_PICKLE_BYTES // 2**20} MiB; not a weights file"
+                                f"{_size_text(cap)}; not a weights file"
                             )
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as exc:
-        raise ModelError(f"{label}: {path.name} is a damaged archive: {exc}") from None
+                if total != info.file_size:
+                    raise ModelError(
+                        f"{label}: {path.name}: member {info.filename!r} declares "
+                        f"{info.file_size} bytes but holds {total}; the archive is damaged"
+                    )
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, zlib.error) as exc:
+        raise ModelError(f"{label}: {path.name} is a damaged archive: {first_line(exc)}") from None
+
+
+def _size_text(size: int) -> str:
+    return f"{size / 2**30:.1f} GiB" if size >= 2**30 else f"{size // 2**20} MiB"
 
 
 def load_pickled_module(path: Path, label: str) -> tuple[Any, list[str]]:
