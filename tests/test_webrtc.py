@@ -21,6 +21,7 @@ from aiortc.rtp import RtpPacket
 from livswap.config import Config, load_config
 from livswap.errors import EngineError
 from livswap.label import label_box
+from livswap.photos import PhotoDecoder, PhotoRefused
 from livswap.webrtc.jitter import MarkerJitterBuffer
 from livswap.webrtc.server import Server, create_app, enable_loopback_candidates
 from livswap.worker.ring import FrameRing
@@ -513,6 +514,66 @@ def test_photos_declaring_huge_sizes_are_refused_before_decoding(
     assert got == status and fragment in body["error"], body
     assert time.monotonic() - started < 5
     assert psutil.Process().memory_info().rss - before < 100 * 2**20
+
+
+def test_decoding_runs_in_a_child_under_a_memory_bound() -> None:
+    """A photo that needs more memory than the decoder child may have is refused, costs the
+    child only (replaced for the next photo), and never this process's memory."""
+    import cv2
+    import psutil
+
+    big = np.zeros((8_000, 8_000, 3), np.uint8)  # 192 MB decoded, ~0.2 MB as a PNG
+    big[::97] = 255
+    png = cv2.imencode(".png", big)[1].tobytes()
+    del big
+    small = cv2.imencode(".jpg", np.full((48, 64, 3), 90, np.uint8))[1].tobytes()
+    decoder = PhotoDecoder(max_megapixels=0.1)  # a bound of ~129 MB
+    try:
+        assert decoder.decode(small, "jpeg").shape == (48, 64, 3)
+        child = decoder._child.pid
+        assert child != os.getpid()
+        before = psutil.Process().memory_info().rss
+        with pytest.raises(PhotoRefused, match="could not be decoded"):
+            decoder.decode(png, "png")
+        assert psutil.Process().memory_info().rss - before < 50 * 2**20
+        assert decoder.decode(small, "jpeg").shape == (48, 64, 3)  # works on
+        # The same photo fits a decoder sized for 64 MP: the bound, not the file, refused it.
+        roomy = PhotoDecoder(max_megapixels=64)
+        try:
+            assert roomy.decode(png, "png").shape == (8_000, 8_000, 3)
+        finally:
+            roomy.close()
+    finally:
+        decoder.close()
+
+
+def test_a_decoder_that_dies_takes_nothing_else_down(hopper_jpg: Path) -> None:
+    """The decoder child killed mid-service: the next upload gets a fresh one; the server and
+    its swap worker carry on."""
+    cfg = load_config(None, {})  # the built-in engine: each photo is checked for a face
+    photo = hopper_jpg.read_bytes()
+
+    async def scenario() -> list[int]:
+        runner, url, server = await _serve(cfg)
+        statuses = []
+        try:
+            async with aiohttp.ClientSession() as http:
+                for kill in (False, True, False):
+                    if kill:
+                        os.kill(server.photos._child.pid, signal.SIGKILL)
+                        server.photos._child.join(5)
+                    form = aiohttp.FormData()
+                    form.add_field("file", photo, filename="h.jpg", content_type="image/jpeg")
+                    async with http.post(url + "/sources", data=form) as r:
+                        statuses.append(r.status)
+                async with http.get(url + "/health") as r:
+                    statuses.append(r.status)
+            assert server.worker.running
+        finally:
+            await runner.cleanup()
+        return statuses
+
+    assert asyncio.run(scenario()) == [200, 200, 200, 200]
 
 
 def test_a_client_over_its_rate_gets_429_and_others_do_not(hopper_jpg: Path) -> None:

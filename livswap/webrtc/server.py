@@ -29,8 +29,6 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-import cv2
-import numpy as np
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
@@ -39,6 +37,7 @@ from livswap.engine import ENGINES, missing_for
 from livswap.errors import ConfigError, EngineError, StreamEnded
 from livswap.frame import Image
 from livswap.label import DisclosureLabel
+from livswap.photos import PhotoDecoder, PhotoLimits, PhotoRefused, check_photo
 from livswap.stats import PipelineStats
 from livswap.webrtc.jitter import use_marker_jitter_buffer
 from livswap.webrtc.tracks import DelayedAudioTrack, SwappedVideoTrack, TrackReader
@@ -56,20 +55,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
-_IMAGE_MAGIC = {  # decoded and checked by OpenCV afterwards; this only names the format
-    b"\xff\xd8\xff": "jpeg",
-    b"\x89PNG\r\n\x1a\n": "png",
-    b"BM": "bmp",
-}
-
-
-def _image_format(data: bytes) -> str | None:
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    for magic, name in _IMAGE_MAGIC.items():
-        if data.startswith(magic):
-            return name
-    return None
 
 
 def restrict_ice_candidates(host: str) -> None:
@@ -124,6 +109,7 @@ class Server:
         self.cfg = cfg
         self.token = token if token is not None else cfg.serve.token
         self.worker = SwapWorker(cfg)
+        self.photos = PhotoDecoder(cfg.serve.max_upload_megapixels)
         self.sources: OrderedDict[str, Image] = OrderedDict()
         self.peers: dict[int, _Peer] = {}
         self._next_peer = 0
@@ -153,36 +139,19 @@ class Server:
 
     # -- sources ---------------------------------------------------------------------------------
     def decode_source(self, data: bytes) -> tuple[str, Image]:
-        """Check an uploaded photo's size and format by decoding it: (id, RGB image)."""
-        limit = int(self.cfg.serve.max_upload_mb * 2**20)
-        if len(data) > limit:
-            raise _HttpError(
-                413,
-                f"photo is {len(data) / 2**20:.1f} MB; the limit is "
-                f"{self.cfg.serve.max_upload_mb:g} MB",
-            )
-        kind = _image_format(data)
-        if kind is None or kind not in self.cfg.serve.accepted_types:
-            raise _HttpError(
-                415, f"not an accepted image; send {', '.join(self.cfg.serve.accepted_types)}"
-            )
-        width, height = _declared_size(data, kind)
-        budget = self.cfg.serve.max_upload_megapixels * 1e6
-        if width * height > budget:
-            raise _HttpError(
-                413,
-                f"photo declares {width}x{height} pixels ({width * height / 1e6:.0f} MP); the "
-                f"limit is {self.cfg.serve.max_upload_megapixels:g} MP",
-            )
-        if max(width, height) > 20 * min(width, height):
-            raise _HttpError(415, f"photo declares {width}x{height} pixels: not a photo's shape")
+        """Check an uploaded photo by its header, then decode it in the bounded decoder
+        process: (id, RGB image)."""
+        serve = self.cfg.serve
+        limits = PhotoLimits(
+            max_bytes=int(serve.max_upload_mb * 2**20),
+            max_megapixels=serve.max_upload_megapixels,
+            accepted_types=tuple(serve.accepted_types),
+        )
         try:
-            bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-        except cv2.error:
-            bgr = None
-        if bgr is None:
-            raise _HttpError(415, f"the {kind} file could not be decoded")
-        image: Image = np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)).astype(np.uint8)
+            kind, _, _ = check_photo(data, limits)
+            image = self.photos.decode(data, kind)
+        except PhotoRefused as exc:
+            raise _HttpError(413 if exc.reason == "too_large" else 415, str(exc)) from None
         return hashlib.sha256(data).hexdigest()[:16], image
 
     async def add_source(self, data: bytes) -> str:
@@ -343,60 +312,7 @@ class Server:
             self._janitor.cancel()
         await asyncio.gather(*(self.close_peer(p) for p in list(self.peers)))
         await asyncio.get_running_loop().run_in_executor(None, self.worker.close)
-
-
-def _declared_size(data: bytes, kind: str) -> tuple[int, int]:
-    """The width and height an image's header declares, read without decoding its pixels
-    (a small file can declare billions of them). ``kind`` is what :func:`_image_format`
-    found."""
-    size = _header_size(data, kind)
-    if size is None:
-        raise _HttpError(415, f"the {kind} file could not be decoded: its header is damaged")
-    width, height = size
-    if width < 1 or height < 1:
-        raise _HttpError(415, f"the {kind} file declares {width}x{height} pixels")
-    return width, height
-
-
-def _header_size(data: bytes, kind: str) -> tuple[int, int] | None:
-    import struct
-
-    try:
-        if kind == "png" and data[12:16] == b"IHDR":
-            width, height = struct.unpack(">II", data[16:24])
-            return int(width), int(height)
-        if kind == "bmp":
-            width, height = struct.unpack("<ii", data[18:26])
-            return int(width), abs(int(height))  # negative height: rows stored top-down
-        if kind == "webp":
-            chunk = data[12:16]
-            if chunk == b"VP8X":
-                width = 1 + int.from_bytes(data[24:27], "little")
-                return width, 1 + int.from_bytes(data[27:30], "little")
-            if chunk == b"VP8L":
-                bits = int.from_bytes(data[21:25], "little")
-                return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
-            if chunk == b"VP8 ":
-                width, height = struct.unpack("<HH", data[26:30])
-                return int(width) & 0x3FFF, int(height) & 0x3FFF
-            return None
-        if kind == "jpeg":
-            at = 2
-            while at + 9 < len(data):
-                if data[at] != 0xFF:
-                    return None
-                marker = data[at + 1]
-                if marker == 0xFF:  # fill byte
-                    at += 1
-                    continue
-                length = struct.unpack(">H", data[at + 2 : at + 4])[0]
-                if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-                    height, width = struct.unpack(">HH", data[at + 5 : at + 9])
-                    return int(width), int(height)
-                at += 2 + length
-    except struct.error:
-        return None
-    return None
+        self.photos.close()
 
 
 class _HttpError(Exception):
