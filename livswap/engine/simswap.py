@@ -29,7 +29,7 @@ from livswap.errors import EngineError, ModelError, first_line
 from livswap.frame import Image
 from livswap.models import ModelStore, model_dir
 from livswap.models.download import sha256_of
-from livswap.models.safety import load_state_dict
+from livswap.models.safety import load_safetensors, load_state_dict
 from livswap.track.landmarks import face_index
 
 __all__ = ["SimSwapEngine", "align_224", "align_ffhq_512"]
@@ -194,17 +194,16 @@ class SimSwapEngine(NeuralEngine):
 def load_arcface(cache: Path, path: Path) -> ArcFace:
     """SimSwap's encoder. The release is a whole pickled module: it is converted once, without
     running its code, to a safetensors file that later runs load directly."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
     converted = cache / f"arcface-simswap-{sha256_of(path)[:16]}.safetensors"
     model = ArcFace()
     if converted.exists():
         try:
-            state = load_file(converted)
-        except Exception as exc:  # safetensors raises its own error types for damaged files
+            state = load_safetensors(converted, "model arcface-simswap: converted copy")
+        except ModelError as exc:
             raise ModelError(
-                f"model arcface-simswap: converted copy {converted} is unreadable "
-                f"({first_line(exc)}); delete it and it is rebuilt from the release"
+                f"{exc}; delete it ({converted}) and it is rebuilt from the release"
             ) from None
     else:
         state = dict(convert_pickled_arcface(path))

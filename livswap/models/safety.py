@@ -17,6 +17,7 @@ __all__ = [
     "check_onnx",
     "check_pickled_module",
     "load_pickled_module",
+    "load_safetensors",
     "load_state_dict",
     "module_state",
     "restricted_pickle_module",
@@ -109,7 +110,16 @@ def check_archive(path: Path, label: str) -> None:
                         f"{label}: {path.name}: member {info.filename!r} declares "
                         f"{info.file_size} bytes but holds {total}; the archive is damaged"
                     )
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, zlib.error) as exc:
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        EOFError,
+        OSError,
+        zlib.error,
+        ValueError,  # a member name that is not the UTF-8 its flag says
+        NotImplementedError,  # a compression method zipfile lacks
+        RuntimeError,  # an encrypted member
+    ) as exc:
         raise ModelError(f"{label}: {path.name} is a damaged archive: {first_line(exc)}") from None
 
 
@@ -189,6 +199,21 @@ def load_state_dict(path: Path, label: str) -> Mapping[str, Any]:
             f"{label}: {path.name} holds {type(state).__name__}, expected a state dict of tensors"
         )
     return state
+
+
+def load_safetensors(path: Path, label: str) -> dict[str, Any]:
+    """A safetensors file's tensors (the format holds nothing that runs); a damaged header or
+    body is a one-line :class:`ModelError` naming the file."""
+    from safetensors.torch import load_file
+
+    try:
+        return dict(load_file(str(path)))
+    except (OSError, MemoryError):
+        raise
+    except Exception as exc:  # safetensors raises its own error types for damaged files
+        raise ModelError(
+            f"{label}: {path.name} is not a readable safetensors file: {first_line(exc)}"
+        ) from None
 
 
 def check_onnx(path: Path, label: str, inputs: tuple[str, ...] = ()) -> None:

@@ -41,7 +41,7 @@ from livswap.photos import PhotoDecoder, PhotoLimits, PhotoRefused, check_photo
 from livswap.stats import PipelineStats
 from livswap.webrtc.jitter import use_marker_jitter_buffer
 from livswap.webrtc.tracks import DelayedAudioTrack, SwappedVideoTrack, TrackReader
-from livswap.worker.client import RemoteStream, SwapWorker
+from livswap.worker.client import RemoteStream, SwapWorker, WorkerUnavailable
 from livswap.worker.messages import OpenStream
 
 __all__ = [
@@ -372,10 +372,16 @@ def create_app(server: Server) -> web.Application:
             return _error(exc.status, str(exc))
         except EngineError as exc:
             return _error(422, str(exc))
+        except WorkerUnavailable as exc:  # restarting after a crash: the client may retry
+            return _error(503, f"swap worker unavailable, try again shortly: {exc}")
         except web.HTTPRequestEntityTooLarge:
             return _error(
                 413, f"upload too large; the limit is {server.cfg.serve.max_upload_mb:g} MB"
             )
+        except web.HTTPException as exc:  # the router's 404 and 405: JSON like every other error
+            if exc.status < 400:
+                raise
+            return _error(exc.status, f"{exc.reason}: {request.method} {request.path}")
 
     async def index(request: web.Request) -> web.Response:
         page = resources.files("livswap.webrtc").joinpath("static/index.html").read_text("utf-8")
