@@ -600,3 +600,20 @@ def test_a_client_over_its_rate_gets_429_and_others_do_not(hopper_jpg: Path) -> 
         return statuses
 
     assert asyncio.run(scenario()) == [415, 415, 429]
+
+
+def test_the_workers_identities_are_bounded_in_bytes(hopper_image: np.ndarray) -> None:
+    """Before: 51 uploads of 4000x4000 photos held 6.5 GB in the swap worker's identities (the
+    count bound of 64 never came into play). Now they share ``max_sources_mb`` as well."""
+    from livswap.worker.child import _Worker, held_bytes
+
+    cfg = load_config(None, {"serve.max_sources_mb": 8})
+    worker = _Worker(cfg, conn=None)  # type: ignore[arg-type]
+    big = np.ascontiguousarray(np.tile(hopper_image, (3, 3, 1)))
+    one = held_bytes(worker.identity("mesh", "a", big))
+    assert one > 2 * 2**20  # what the bound is made of: textures the size of the photo
+    for name in ("b", "c", "d"):
+        worker.identity("mesh", name, big)
+    held = sum(held_bytes(i) for i in worker.identities.values())
+    assert list(k[0] for k in worker.identities) == ["d"] or held <= 8 * 2**20
+    assert ("d", "mesh") in worker.identities and ("a", "mesh") not in worker.identities

@@ -119,6 +119,33 @@ class _StreamSink:
         pass
 
 
+def held_bytes(value: object, depth: int = 0) -> int:
+    """Roughly the memory an object holds in arrays and tensors (walking its fields, lists and
+    dicts a few levels deep); what a cache of identities is bounded by."""
+    import dataclasses
+
+    import numpy as np
+    import torch
+
+    if isinstance(value, np.ndarray):
+        return int(value.nbytes)
+    if isinstance(value, torch.Tensor):
+        return int(value.element_size() * value.nelement())
+    if depth > 4:
+        return 0
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        parts: Any = (getattr(value, f.name) for f in dataclasses.fields(value))
+    elif isinstance(value, dict):
+        parts = value.values()
+    elif isinstance(value, list | tuple):
+        parts = value
+    elif hasattr(value, "__dict__"):
+        parts = vars(value).values()
+    else:
+        return 0
+    return sum(held_bytes(part, depth + 1) for part in parts)
+
+
 class _Worker:
     """Everything the worker process holds: engines, identities and the streams' pipelines."""
 
@@ -127,6 +154,7 @@ class _Worker:
         self.conn = conn
         self.engines: dict[str, Engine] = {}
         self.identities: OrderedDict[tuple[str, str], Identity] = OrderedDict()
+        self._identity_bytes: dict[tuple[str, str], int] = {}
         self.streams: dict[int, _WorkerStream] = {}
         self._send_lock = threading.Lock()  # the streams' output threads and the loop all send
         self._setup_lock = threading.Lock()  # engine creation and identities, off the loop
@@ -159,8 +187,15 @@ class _Worker:
         with self._setup_lock:
             self.identities[key] = cached
             self.identities.move_to_end(key)
-            while len(self.identities) > self.cfg.serve.max_sources:
-                self.identities.popitem(last=False)
+            self._identity_bytes.setdefault(key, held_bytes(cached))
+            # Bounded like the server's photos, in count and in bytes (an identity holds
+            # textures and maps the size of its photo): many large uploads cannot fill memory.
+            budget = self.cfg.serve.max_sources_mb * 2**20
+            while len(self.identities) > self.cfg.serve.max_sources or (
+                len(self.identities) > 1 and sum(self._identity_bytes.values()) > budget
+            ):
+                oldest, _ = self.identities.popitem(last=False)
+                self._identity_bytes.pop(oldest, None)
         return cached
 
     # -- requests (on the loop) -----------------------------------------------------------
