@@ -7,10 +7,13 @@ Kept light on purpose (numpy and OpenCV only): the decoder child imports this mo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
+import os
 import struct
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Literal
@@ -20,7 +23,15 @@ import numpy as np
 from livswap.errors import InputError
 from livswap.frame import Image
 
-__all__ = ["PhotoDecoder", "PhotoLimits", "PhotoRefused", "check_photo", "photo_format"]
+__all__ = [
+    "PhotoDecoder",
+    "PhotoLimits",
+    "PhotoRefused",
+    "check_photo",
+    "declared_size",
+    "photo_format",
+    "quiet_native_stderr",
+]
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +108,32 @@ def check_photo(data: bytes, limits: PhotoLimits) -> tuple[str, int, int]:
             "unsupported", f"photo declares {width}x{height} pixels: not a photo's shape"
         )
     return kind, width, height
+
+
+def declared_size(data: bytes) -> tuple[str, int, int] | None:
+    """(format, width, height) as the header declares them, for the formats
+    :func:`photo_format` knows; None for other files or a header that cannot be read."""
+    kind = photo_format(data)
+    size = _header_size(data, kind) if kind is not None else None
+    return None if kind is None or size is None else (kind, *size)
+
+
+@contextlib.contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Silence what C libraries print straight to file descriptor 2 (libpng's "Not enough
+    image data" for a cut-off PNG) while decoding: livswap says it once, as one line."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _header_size(data: bytes, kind: str) -> tuple[int, int] | None:

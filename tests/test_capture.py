@@ -59,6 +59,38 @@ def test_pattern_moves() -> None:
     assert not np.array_equal(pattern.render(0), pattern.render(15))
 
 
+def test_damaged_and_huge_photos_are_named_for_what_they_are(
+    hopper_jpg: Path, tmp_path: Path
+) -> None:
+    """A cut-off JPEG is "damaged", not "not an image"; a PNG declaring 30000x30000 pixels is
+    refused by its header, before OpenCV would allocate 2.7 GB for it."""
+    import struct
+    import zlib
+
+    import psutil
+
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(hopper_jpg.read_bytes()[:300])
+    with pytest.raises(InputError, match=r"cut\.jpg' is a damaged JPEG file"):
+        read_image(cut, "source photo")
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    header = struct.pack(">IIBBBBB", 30_000, 30_000, 8, 2, 0, 0, 0)
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(bytes(90_001 * 64))) + chunk(b"IEND", b"")
+    )  # fmt: skip
+    before = psutil.Process().memory_info().rss
+    with pytest.raises(InputError, match=r"declares 30000x30000 pixels \(900 MP\).*scale it down"):
+        read_image(huge, "source photo")
+    assert psutil.Process().memory_info().rss - before < 50 * 2**20
+
+
 def test_read_image_errors_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"'.*folder' is a directory"):
         (tmp_path / "folder").mkdir()

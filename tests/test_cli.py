@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from livswap.capture import list_cameras
@@ -53,6 +54,22 @@ def test_source_that_is_not_an_image(hopper_clip: Path, tmp_path: Path) -> None:
         "--source", str(fake), "--input", str(hopper_clip), "--output", str(tmp_path / "o.mp4")
     )
     assert_one_line_error(result, "me.jpg", "is not an image")
+
+
+def test_a_cut_off_png_source_is_one_line_without_libpng_noise(
+    hopper_clip: Path, hopper_image: np.ndarray, tmp_path: Path
+) -> None:
+    """libpng prints "Not enough image data" straight to the terminal for a cut PNG; livswap's
+    own line is the only one a user sees."""
+    import cv2
+
+    whole = cv2.imencode(".png", hopper_image)[1].tobytes()
+    cut = tmp_path / "me.png"
+    cut.write_bytes(whole[: len(whole) // 2])
+    result = livswap(
+        "--source", str(cut), "--input", str(hopper_clip), "--output", str(tmp_path / "o.mp4")
+    )
+    assert_one_line_error(result, "me.png", "is a damaged PNG file")
 
 
 def test_input_that_is_not_a_video(tmp_path: Path) -> None:

@@ -18,11 +18,15 @@ from livswap.capture.base import SourceInfo
 from livswap.capture.pacing import Pacer
 from livswap.errors import InputError, StreamEnded
 from livswap.frame import Frame, Image
+from livswap.photos import declared_size, quiet_native_stderr
 
 __all__ = ["ImageSource", "PatternSource", "VideoFileSource", "read_image"]
 
 log = logging.getLogger(__name__)
 
+# A face needs far fewer; the bound keeps a photo that declares billions of pixels from taking
+# the machine's memory before it fails.
+MAX_PHOTO_PIXELS = 250_000_000
 IMAGE_SUFFIXES = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pnm", ".pbm"}
 )
@@ -39,13 +43,27 @@ def read_image(path: str | Path, what: str = "image") -> Image:
         data = np.fromfile(p, dtype=np.uint8)
     except OSError as exc:
         raise InputError(f"{what} {str(p)!r} cannot be read: {exc.strerror}") from None
+    header = declared_size(data[:65536].tobytes())
+    if header is not None and header[1] * header[2] > MAX_PHOTO_PIXELS:
+        _, width, height = header
+        raise InputError(
+            f"{what} {str(p)!r} declares {width}x{height} pixels "
+            f"({width * height / 1e6:.0f} MP); livswap reads photos up to "
+            f"{MAX_PHOTO_PIXELS / 1e6:.0f} MP: scale it down"
+        )
     try:
-        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+        with quiet_native_stderr():
+            bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     except cv2.error:  # OpenCV refuses what its header claims (e.g. beyond its pixel limit)
         raise InputError(
             f"{what} {str(p)!r} cannot be decoded: damaged, or larger than OpenCV allows"
         ) from None
     if bgr is None:
+        if header is not None:
+            raise InputError(
+                f"{what} {str(p)!r} is a damaged {header[0].upper()} file "
+                "(cut off or corrupted): it cannot be decoded"
+            )
         raise InputError(
             f"{what} {str(p)!r} is not an image (expected PNG, JPEG, BMP, WebP or TIFF)"
         )
