@@ -16,15 +16,12 @@ import asyncio
 import json
 import os
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import tomllib
-import zipfile
-import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
@@ -35,6 +32,15 @@ import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "s3cret"
+sys.path.insert(0, str(REPO))  # the hostile files are the test suite's own (tests/hostile.py)
+from tests.hostile import (  # noqa: E402
+    MEMO_SYSTEM_PICKLE,
+    PREFIXED_MODULE_PICKLE,
+    forged_png,
+    write_lying_archive,
+    write_pickle_bomb,
+    write_pickle_zip,
+)
 
 
 @dataclass
@@ -147,61 +153,6 @@ def serve(checkout: Path, folder: Path, **serve_cfg: Any) -> Iterator[tuple[str,
         log.close()
 
 
-# -- hostile material ----------------------------------------------------------------------------
-def forged_png(width: int, height: int) -> bytes:
-    """A PNG declaring ``width`` x ``height`` whose rows really are all there (zeros compress
-    about a thousandfold: 30000x30000 is a 2.6 MB file that decodes to 2.7 GB)."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        crc = struct.pack(">I", zlib.crc32(kind + body))
-        return struct.pack(">I", len(body)) + kind + body + crc
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    packer = zlib.compressobj(9)
-    row = b"\x00" * (1 + 3 * width)
-    rows_per_block = max(1, 2**24 // len(row))
-    parts = []
-    for start in range(0, height, rows_per_block):
-        parts.append(packer.compress(row * min(rows_per_block, height - start)))
-    parts.append(packer.flush())
-    idat = b"".join(parts)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-    )
-
-
-def _short(text: str) -> bytes:
-    raw = text.encode()
-    return b"\x8c" + bytes([len(raw)]) + raw
-
-
-MEMO_SYSTEM = (
-    b"\x80\x04" + _short("os") + b"\x94" + _short("system") + b"\x94" + b"00"
-    + _short("torch") + _short("Size") + b"00" + b"h\x00h\x01\x93"
-    + _short("touch EVIL_RAN") + b"\x85R."
-)  # fmt: skip
-PREFIXED_MODULE = (
-    b"\x80\x02ctorch.serialization os\nsystem\n" + _short("touch EVIL_RAN") + b"\x85R."
-)
-
-
-def _pickle_zip(path: Path, data: bytes) -> Path:
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("archive/data.pkl", data)
-        archive.writestr("archive/version", "3\n")
-    return path
-
-
-def _pickle_bomb(path: Path, mib: int) -> Path:
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
-        with archive.open("archive/data.pkl", "w", force_zip64=True) as member:
-            block = bytes(2**20)
-            for _ in range(mib):
-                member.write(block)
-        archive.writestr("archive/version", "3\n")
-    return path
-
-
 # -- the attacks ---------------------------------------------------------------------------------
 async def _http(url: str, method: str, path: str, **kwargs: Any) -> tuple[int, str]:
     import aiohttp
@@ -227,7 +178,7 @@ def _upload(url: str, data: bytes, name: str = "x.png") -> tuple[int, str]:
 def attack_uploads(checkout: Path, work: Path) -> list[Result]:
     results = []
     for width, height in ((30_000, 30_000), (1_000_000, 1_000), (40_000, 40_000)):
-        photo = forged_png(width, height)
+        photo = forged_png(width, height, rows=height)  # every row there: a real decode
         with serve(checkout, work) as (url, pid, _), TreePeak(pid) as peak:
             started = time.monotonic()
             status, text = _upload(url, photo)
@@ -276,9 +227,9 @@ def attack_many_photos(checkout: Path, work: Path, photos: int = 51) -> Result:
     )
 
 
-def attack_vanishing_offers(checkout: Path, work: Path) -> Result:
-    """``max_peers`` offers whose clients vanish before ICE: how long until a real user's
-    offer is accepted again."""
+def _browser_offer() -> dict[str, Any]:
+    """An offer as the page sends it (aiortc's, one video transceiver), for the passthrough
+    engine."""
     from aiortc import RTCPeerConnection
 
     async def offer_sdp() -> str:
@@ -289,8 +240,13 @@ def attack_vanishing_offers(checkout: Path, work: Path) -> Result:
         await pc.close()
         return sdp
 
-    sdp = asyncio.run(offer_sdp())
-    body = {"sdp": sdp, "type": "offer", "engine": "passthrough"}
+    return {"sdp": asyncio.run(offer_sdp()), "type": "offer", "engine": "passthrough"}
+
+
+def attack_vanishing_offers(checkout: Path, work: Path) -> Result:
+    """``max_peers`` offers whose clients vanish before ICE: how long until a real user's
+    offer is accepted again."""
+    body = _browser_offer()
     auth = {"Authorization": f"Bearer {TOKEN}"}
     with serve(checkout, work, max_peers=2, offers_per_minute=1000) as (url, _, _):
         taken = [
@@ -313,17 +269,7 @@ def attack_vanishing_offers(checkout: Path, work: Path) -> Result:
 
 
 def attack_ice_exposure(checkout: Path, work: Path) -> Result:
-    from aiortc import RTCPeerConnection
-
-    async def offer_sdp() -> str:
-        pc = RTCPeerConnection()
-        pc.addTransceiver("video", direction="sendrecv")
-        await pc.setLocalDescription(await pc.createOffer())
-        sdp = str(pc.localDescription.sdp)
-        await pc.close()
-        return sdp
-
-    body = {"sdp": asyncio.run(offer_sdp()), "type": "offer", "engine": "passthrough"}
+    body = _browser_offer()
     auth = {"Authorization": f"Bearer {TOKEN}"}
     with serve(checkout, work) as (url, _, _):
         import aiohttp
@@ -415,7 +361,6 @@ def _cli(checkout: Path, work: Path, *args: str) -> tuple[str, float, float]:
 def attack_model_files(checkout: Path, work: Path) -> list[Result]:
     import onnx
 
-    sys.path.insert(0, str(REPO))
     from tests.checkpoints import write_inswapper_onnx, write_release_arcface
 
     results = []
@@ -439,27 +384,21 @@ def attack_model_files(checkout: Path, work: Path) -> list[Result]:
 
     imported(
         "arcface-simswap",
-        _pickle_zip(work / "memo.tar", MEMO_SYSTEM),
+        write_pickle_zip(work / "memo.tar", MEMO_SYSTEM_PICKLE),
         "pickle: os.system from the memo",
     )
     imported(
         "arcface-simswap",
-        _pickle_zip(work / "prefix.tar", PREFIXED_MODULE),
+        write_pickle_zip(work / "prefix.tar", PREFIXED_MODULE_PICKLE),
         "pickle: module 'torch.serialization os'",
     )
     imported(
         "simswap-224",
-        _pickle_bomb(work / "bomb.pth", 3 * 1024),
+        write_pickle_bomb(work / "bomb.pth", 3 * 1024),
         "3 GiB-inflating data.pkl (a few MB on disk)",
     )
 
-    honest = write_release_arcface(work / "honest.tar")
-    liar = work / "liar.tar"
-    with zipfile.ZipFile(honest) as src, zipfile.ZipFile(liar, "w", zipfile.ZIP_STORED) as dst:
-        for info in src.infolist():
-            dst.writestr(info.filename, src.read(info))
-        biggest = max(dst.filelist, key=lambda i: i.file_size)
-        biggest.file_size //= 2
+    liar = write_lying_archive(write_release_arcface(work / "honest.tar"), work / "liar.tar")
     imported("arcface-simswap", liar, "zip member that lies about its size")
 
     (work / "secret.bin").write_bytes(b"\x00" * 4096)

@@ -167,42 +167,39 @@ def run_parser() -> argparse.ArgumentParser:
     return p
 
 
+# Flags that set one config key to their value when given.
+_FLAG_KEYS = {
+    "input": "capture.input",
+    "output": "output.target",
+    "engine": "engine.name",
+    "source_mix": "engine.mix_source",
+    "mix_weight": "engine.mix_weight",
+    "fps": "capture.fps",
+    "pacing": "capture.pacing",
+    "virtualcam_device": "output.virtualcam_device",
+    "max_faces": "track.max_faces",
+    "select": "track.select",
+    "assign": "engine.assign",
+    "log_level": "pipeline.log_level",
+}
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
-    overrides: dict[str, Any] = {}
+    overrides: dict[str, Any] = {
+        key: getattr(args, flag)
+        for flag, key in _FLAG_KEYS.items()
+        if getattr(args, flag) is not None
+    }
     if args.source:
         overrides["engine.source"] = list(args.source)
-    if args.input is not None:
-        overrides["capture.input"] = args.input
-    if args.output is not None:
-        overrides["output.target"] = args.output
-    if args.engine is not None:
-        overrides["engine.name"] = args.engine
-    if args.source_mix is not None:
-        overrides["engine.mix_source"] = args.source_mix
-    if args.mix_weight is not None:
-        overrides["engine.mix_weight"] = args.mix_weight
     if args.size is not None:
         overrides["capture.width"], overrides["capture.height"] = args.size
-    if args.fps is not None:
-        overrides["capture.fps"] = args.fps
-    if args.pacing is not None:
-        overrides["capture.pacing"] = args.pacing
     if args.loop:
         overrides["capture.loop"] = True
     if args.preview:
         overrides["output.preview"] = True
-    if args.virtualcam_device is not None:
-        overrides["output.virtualcam_device"] = args.virtualcam_device
     if args.no_label:
         overrides["output.label"] = False
-    if args.max_faces is not None:
-        overrides["track.max_faces"] = args.max_faces
-    if args.select is not None:
-        overrides["track.select"] = args.select
-    if args.assign is not None:
-        overrides["engine.assign"] = args.assign
-    if args.log_level is not None:
-        overrides["pipeline.log_level"] = args.log_level
     return load_config(args.config, overrides)
 
 

@@ -64,27 +64,16 @@ def test_damaged_and_huge_photos_are_named_for_what_they_are(
 ) -> None:
     """A cut-off JPEG is "damaged", not "not an image"; a PNG declaring 30000x30000 pixels is
     refused by its header, before OpenCV would allocate 2.7 GB for it."""
-    import struct
-    import zlib
-
     import psutil
+
+    from tests.hostile import forged_png
 
     cut = tmp_path / "cut.jpg"
     cut.write_bytes(hopper_jpg.read_bytes()[:300])
     with pytest.raises(InputError, match=r"cut\.jpg' is a damaged JPEG file"):
         read_image(cut, "source photo")
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-        )
-
-    header = struct.pack(">IIBBBBB", 30_000, 30_000, 8, 2, 0, 0, 0)
     huge = tmp_path / "huge.png"
-    huge.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(bytes(90_001 * 64))) + chunk(b"IEND", b"")
-    )  # fmt: skip
+    huge.write_bytes(forged_png(30_000, 30_000))
     before = psutil.Process().memory_info().rss
     with pytest.raises(InputError, match=r"declares 30000x30000 pixels \(900 MP\).*scale it down"):
         read_image(huge, "source photo")

@@ -22,6 +22,7 @@ from livswap.cli import config_from_args, run_parser
 from livswap.config import default_config_text, load_config
 from livswap.errors import ConfigError, InputError, LivswapError, StreamEnded
 from livswap.runloop import run_async
+from tests.fuzzing import mutated
 from tests.media import moving_frames, write_video
 
 FUZZ = settings(
@@ -140,22 +141,9 @@ def photo_bytes(hopper_image: np.ndarray) -> dict[str, bytes]:
     return out
 
 
-@st.composite
-def damaged(draw: st.DrawFn, original: bytes) -> bytes:
-    """Cut, spliced or byte-flipped copies of a real file."""
-    data = bytearray(original)
-    kind = draw(st.sampled_from(["cut", "flip", "splice", "random"]))
-    if kind == "cut":
-        return bytes(data[: draw(st.integers(0, len(data)))])
-    if kind == "flip":
-        for _ in range(draw(st.integers(1, 20))):
-            i = draw(st.integers(0, len(data) - 1))
-            data[i] = draw(st.integers(0, 255))
-        return bytes(data)
-    if kind == "splice":
-        a, b = sorted(draw(st.lists(st.integers(0, len(data)), min_size=2, max_size=2)))
-        return bytes(data[:a] + draw(st.binary(max_size=64)) + data[b:])
-    return draw(st.binary(max_size=2000))
+def damaged(original: bytes) -> st.SearchStrategy[bytes]:
+    """Cut, spliced or byte-flipped copies of a real file, or other bytes."""
+    return mutated(original, ("cut", "flip", "splice", "random"))
 
 
 @FUZZ

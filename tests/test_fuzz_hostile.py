@@ -36,6 +36,7 @@ from livswap.models import ModelStore, get_spec
 from livswap.models.safety import check_onnx, load_safetensors
 from livswap.webrtc.server import Server, _HttpError, create_app, enable_loopback_candidates
 from tests.checkpoints import write_inswapper_onnx
+from tests.fuzzing import mutated
 
 HOSTILE = settings(
     max_examples=120,
@@ -57,18 +58,11 @@ def _peak_rss_reset() -> bool:
     return True
 
 
-def _peak_rss() -> int:
+def _status_bytes(field: str) -> int:
+    """A size from /proc/self/status (``VmHWM``: the peak resident size, ``VmRSS``: now)."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def _current_rss() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     return 0
 
@@ -79,13 +73,13 @@ class _Peak:
 
     def __enter__(self) -> _Peak:
         self.enabled = _peak_rss_reset()
-        self.start = _current_rss()
+        self.start = _status_bytes("VmRSS")
         self.grew = 0
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self.enabled:
-            self.grew = _peak_rss() - self.start
+            self.grew = _status_bytes("VmHWM") - self.start
 
 
 class _OpenedPaths:
@@ -137,26 +131,6 @@ def _loader_result(load: Callable[[], object], folder: Path) -> str:
 
 
 # -- mutating files ----------------------------------------------------------------------------
-@st.composite
-def mutated(draw: st.DrawFn, original: bytes) -> bytes:
-    """Cut, spliced, byte-flipped or integer-overwritten copies of a real file."""
-    data = bytearray(original)
-    kind = draw(st.sampled_from(["cut", "flip", "splice", "int"]))
-    if kind == "cut":
-        return bytes(data[: draw(st.integers(0, len(data)))])
-    if kind == "flip":
-        for _ in range(draw(st.integers(1, 16))):
-            data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
-        return bytes(data)
-    if kind == "splice":
-        a, b = sorted(draw(st.lists(st.integers(0, len(data)), min_size=2, max_size=2)))
-        return bytes(data[:a] + draw(st.binary(max_size=64)) + data[b:])
-    at = draw(st.integers(0, max(0, len(data) - 8)))  # a size or offset field made absurd
-    value = draw(st.sampled_from([0, 1, 2**31 - 1, 2**32 - 1, 2**63 - 1, 2**64 - 1]))
-    data[at : at + 8] = value.to_bytes(8, "little")
-    return bytes(data)
-
-
 @pytest.fixture(scope="module")
 def state_dict_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("seed") / "sd.pth"

@@ -24,6 +24,13 @@ from livswap.errors import ModelError
 from livswap.models import ModelStore, get_spec
 from livswap.models.download import download, sha256_of
 from livswap.models.safety import check_pickled_module
+from tests.hostile import (
+    MEMO_SYSTEM_PICKLE,
+    PREFIXED_MODULE_PICKLE,
+    write_lying_archive,
+    write_pickle_bomb,
+    write_pickle_zip,
+)
 
 
 @pytest.fixture(scope="module")
@@ -301,38 +308,18 @@ def test_onnx_files_with_external_tensors_are_refused(location: str, tmp_path: P
     assert not (store.folder / "inswapper_128.onnx").exists()
 
 
-def _pickle_zip(path: Path, data: bytes) -> Path:
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("archive/data.pkl", data)
-        archive.writestr("archive/version", "3\n")
-    return path
-
-
-def _short(text: str) -> bytes:
-    raw = text.encode()
-    return b"\x8c" + bytes([len(raw)]) + raw  # SHORT_BINUNICODE
-
-
 @pytest.mark.parametrize(
     "payload",
-    [
-        # os.system taken from the memo: the strings right before STACK_GLOBAL are harmless
-        # ones, which fooled the old opcode scan into reading "torch.Size".
-        b"\x80\x04" + _short("os") + b"\x94" + _short("system") + b"\x94" + b"00"
-        + _short("torch") + _short("Size") + b"00" + b"h\x00h\x01\x93"
-        + _short("touch EVIL_RAN") + b"\x85R.",
-        # A module whose name only starts like torch's.
-        b"\x80\x02ctorch.serialization os\nsystem\n" + _short("touch EVIL_RAN") + b"\x85R.",
-    ],
+    [MEMO_SYSTEM_PICKLE, PREFIXED_MODULE_PICKLE],
     ids=["memo-global", "torch-prefixed-module"],
-)  # fmt: skip
+)
 def test_pickles_that_fooled_the_opcode_scan_are_refused_unrun(
     payload: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Before: passed the scan at `livswap models import arcface-simswap` and was recorded as
     installed. Now the one restricted unpickler (import and conversion alike) refuses it."""
     monkeypatch.chdir(tmp_path)
-    evil = _pickle_zip(tmp_path / "arcface_checkpoint.tar", payload)
+    evil = write_pickle_zip(tmp_path / "arcface_checkpoint.tar", payload)
     store = ModelStore(tmp_path / "m")
     with pytest.raises(ModelError, match="could run code"):
         store.import_file("arcface-simswap", evil)
@@ -345,13 +332,7 @@ def test_a_pickle_that_inflates_to_gigabytes_is_refused_early(tmp_path: Path) ->
     refused. Now the pickle is read in chunks under a 64 MiB cap."""
     import psutil
 
-    bomb = tmp_path / "latest_net_G.pth"
-    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
-        with archive.open("archive/data.pkl", "w", force_zip64=True) as member:
-            block = bytes(2**20)
-            for _ in range(300):  # 300 MiB of zeros, a few hundred KB on disk
-                member.write(block)
-        archive.writestr("archive/version", "3\n")
+    bomb = write_pickle_bomb(tmp_path / "latest_net_G.pth", 300)  # a few hundred KB on disk
     assert bomb.stat().st_size < 2 * 2**20
     before = psutil.Process().memory_info().rss
     for name in ("simswap-224", "arcface-simswap"):
@@ -367,14 +348,7 @@ def test_a_member_that_lies_about_its_size_is_refused(declared: str, tmp_path: P
     from tests.checkpoints import write_release_arcface
 
     honest = write_release_arcface(tmp_path / "honest.tar")
-    liar = tmp_path / "arcface_checkpoint.tar"
-    with zipfile.ZipFile(honest) as src, zipfile.ZipFile(liar, "w", zipfile.ZIP_STORED) as dst:
-        for info in src.infolist():
-            dst.writestr(info.filename, src.read(info))
-        biggest = max(dst.filelist, key=lambda i: i.file_size)
-        biggest.file_size = (
-            biggest.file_size // 2 if declared == "smaller" else 2 * biggest.file_size
-        )
+    liar = write_lying_archive(honest, tmp_path / "arcface_checkpoint.tar", declared)  # type: ignore[arg-type]
     store = ModelStore(tmp_path / "m")
     with pytest.raises(ModelError, match=r"damaged archive|declares .* but holds"):
         store.import_file("arcface-simswap", liar)

@@ -25,6 +25,7 @@ from livswap.photos import PhotoDecoder, PhotoRefused
 from livswap.webrtc.jitter import MarkerJitterBuffer
 from livswap.webrtc.server import Server, create_app, enable_loopback_candidates
 from livswap.worker.ring import FrameRing
+from tests.hostile import forged_png
 from tests.media import moving_frames
 
 
@@ -471,23 +472,6 @@ def test_offers_that_never_connect_give_their_slot_back() -> None:
     statuses, held, left = asyncio.run(scenario())
     assert statuses == [200, 200, 503] and held == 2  # full: the third is refused
     assert left == 0  # then freed, without any client connecting
-
-
-def forged_png(width: int, height: int) -> bytes:
-    """A valid, tiny PNG whose header declares ``width`` x ``height`` pixels (decoding it
-    would need width * height * 3 bytes)."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    rows = zlib.compress(b"\x00" * 64)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
-    )
 
 
 @pytest.mark.parametrize(

@@ -110,6 +110,11 @@ class Server:
         self.token = token if token is not None else cfg.serve.token
         self.worker = SwapWorker(cfg)
         self.photos = PhotoDecoder(cfg.serve.max_upload_megapixels)
+        self.photo_limits = PhotoLimits(
+            max_bytes=int(cfg.serve.max_upload_mb * 2**20),
+            max_megapixels=cfg.serve.max_upload_megapixels,
+            accepted_types=tuple(cfg.serve.accepted_types),
+        )
         self.sources: OrderedDict[str, Image] = OrderedDict()
         self.peers: dict[int, _Peer] = {}
         self._next_peer = 0
@@ -141,14 +146,8 @@ class Server:
     def decode_source(self, data: bytes) -> tuple[str, Image]:
         """Check an uploaded photo by its header, then decode it in the bounded decoder
         process: (id, RGB image)."""
-        serve = self.cfg.serve
-        limits = PhotoLimits(
-            max_bytes=int(serve.max_upload_mb * 2**20),
-            max_megapixels=serve.max_upload_megapixels,
-            accepted_types=tuple(serve.accepted_types),
-        )
         try:
-            kind, _, _ = check_photo(data, limits)
+            kind, _, _ = check_photo(data, self.photo_limits)
             image = self.photos.decode(data, kind)
         except PhotoRefused as exc:
             raise _HttpError(413 if exc.reason == "too_large" else 415, str(exc)) from None
@@ -304,8 +303,13 @@ class Server:
                 await self.close_idle()
 
         self._janitor = asyncio.create_task(janitor(), name="idle-peers")
-        # Start the worker now (a second or two of imports) so the first upload need not wait.
-        await asyncio.get_running_loop().run_in_executor(None, self.worker.start)
+        # Start the worker and the photo decoder now (imports take a second or two), so that
+        # the first upload need not wait.
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(
+            loop.run_in_executor(None, self.worker.start),
+            loop.run_in_executor(None, self.photos.start),
+        )
 
     async def shutdown(self, app: web.Application) -> None:
         if self._janitor is not None:

@@ -187,7 +187,8 @@ class _Worker:
         with self._setup_lock:
             self.identities[key] = cached
             self.identities.move_to_end(key)
-            self._identity_bytes.setdefault(key, held_bytes(cached))
+            if key not in self._identity_bytes:
+                self._identity_bytes[key] = held_bytes(cached)
             # Bounded like the server's photos, in count and in bytes (an identity holds
             # textures and maps the size of its photo): many large uploads cannot fill memory.
             budget = self.cfg.serve.max_sources_mb * 2**20
