@@ -112,6 +112,11 @@ def run_parser() -> argparse.ArgumentParser:
         help="neural engines: blend this second identity into the source's",
     )
     p.add_argument(
+        "--model",
+        metavar="NAME",
+        help="styleswap: which trained model to run (default: the only or newest one)",
+    )
+    p.add_argument(
         "--mix-weight",
         type=float,
         metavar="W",
@@ -172,6 +177,7 @@ _FLAG_KEYS = {
     "input": "capture.input",
     "output": "output.target",
     "engine": "engine.name",
+    "model": "engine.model",
     "source_mix": "engine.mix_source",
     "mix_weight": "engine.mix_weight",
     "fps": "capture.fps",

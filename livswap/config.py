@@ -77,6 +77,7 @@ class TrackConfig:
 @dataclass(frozen=True)
 class EngineConfig:
     name: str
+    model: str
     source: tuple[str, ...]
     device: Device
     backend: Backend

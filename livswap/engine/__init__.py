@@ -36,6 +36,7 @@ class EngineSpec:
     can_mix: bool = False  # a second identity can be blended in (--source-mix)
     models: tuple[str, ...] = ()  # model files it loads (registry names)
     packages: tuple[tuple[str, str], ...] = ()  # (module, how to install it) it imports
+    trained: str = ""  # the architecture of the `livswap train` model it runs ("" = none)
 
 
 def missing_for(spec: EngineSpec, cfg: Config) -> list[str]:
@@ -54,6 +55,14 @@ def missing_for(spec: EngineSpec, cfg: Config) -> list[str]:
                 missing.append(f"model {model} (livswap models fetch {model})")
             elif status.problem:
                 missing.append(f"model {model}: {status.problem} (livswap models fetch {model})")
+    if spec.trained:
+        from livswap.models.trained import trained_models
+
+        if not trained_models(ModelStore(model_dir(cfg.models.dir)), spec.trained):
+            missing.append(
+                f"a trained {spec.trained} model (livswap train --arch {spec.trained} "
+                "--data DIR --name NAME)"
+            )
     for module, install in spec.packages:
         if importlib.util.find_spec(module) is None:
             missing.append(f"{module} ({install})")
@@ -83,6 +92,12 @@ def _inswapper_128(cfg: Config) -> Engine:
     from livswap.engine.inswapper import InswapperEngine
 
     return InswapperEngine(cfg)
+
+
+def _styleswap(cfg: Config) -> Engine:
+    from livswap.engine.styleswap import StyleSwapEngine
+
+    return StyleSwapEngine(cfg)
 
 
 def _mesh(cfg: Config) -> Engine:
@@ -134,6 +149,15 @@ ENGINES: dict[str, EngineSpec] = {
                 ("onnxruntime", "pip install 'livswap[onnx]'"),
                 ("onnx", "pip install 'livswap[onnx]'"),
             ),
+        ),
+        EngineSpec(
+            "styleswap",
+            "StyleSwap generator you trained with `livswap train` (your data, your licence)",
+            _styleswap,
+            needs_source=True,
+            can_mix=True,
+            models=("arcface-simswap",),
+            trained="styleswap",
         ),
     )
 }

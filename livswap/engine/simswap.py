@@ -32,7 +32,14 @@ from livswap.models.download import sha256_of
 from livswap.models.safety import load_safetensors, load_state_dict
 from livswap.track.landmarks import face_index
 
-__all__ = ["SimSwapEngine", "align_224", "align_ffhq_512"]
+__all__ = [
+    "SimSwapEngine",
+    "align_224",
+    "align_ffhq_512",
+    "arcface_embedding",
+    "crop_box_alpha",
+    "outline_alpha",
+]
 
 log = logging.getLogger(__name__)
 
@@ -148,28 +155,12 @@ class SimSwapEngine(NeuralEngine):
             f"arcface-{sha256_of(arcface_path)[:16]}-{self.variant.crop}",
             self._encode,
         )
-        # The crop-edge feather is the same for every face: built once.
-        crop = self.variant.crop
-        margin = max(crop // 28, 2)
-        box = np.zeros((crop, crop), np.uint8)
-        box[margin:-margin, margin:-margin] = 255
-        self.box_alpha = feather(box, 6.0 * crop / 224)
+        self.box_alpha = crop_box_alpha(self.crop)  # the same for every face: built once
         self._start(cfg)
 
     # -- identity ----------------------------------------------------------------------------
     def _encode(self, image: Image, keypoints: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        size = self.variant.crop
-        crop = cv2.warpAffine(
-            image, self.variant.align(keypoints), (size, size), flags=cv2.INTER_LINEAR
-        )
-        x = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 255.0
-        x = (x - _IMAGENET_MEAN) / _IMAGENET_STD
-        x = torch.nn.functional.interpolate(x, size=(112, 112))  # nearest, as the official code
-        with torch.inference_mode():
-            latent: npt.NDArray[np.float32] = (
-                self.arcface(x.to(self.device)).float().cpu()[0].numpy()
-            )
-        return latent
+        return arcface_embedding(self.arcface, image, self.variant.align(keypoints), self.crop)
 
     def latent(self, embedding: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """SimSwap feeds the (averaged, L2-normalised) ArcFace embedding itself."""
@@ -180,15 +171,48 @@ class SimSwapEngine(NeuralEngine):
         """Where a face's crop is (frame -> crop transform) and its paste-back alpha: the face
         outline in crop space, pulled in and feathered, inside a box feather (the official
         paste-back's box blur, scaled to the crop)."""
-        size = self.variant.crop
         m = self.variant.align(face.keypoints)
-        oval = face.landmarks[face_index().face_oval, :2].astype(np.float64) @ m[:, :2].T + m[:, 2]
-        canvas = np.zeros((size, size), np.uint8)
-        cv2.fillPoly(canvas, [np.round(oval).astype(np.int32)], (255,))
-        grow = max(3, size // 32)
-        mask = cv2.erode(canvas, np.ones((grow, grow), np.uint8))
-        alpha = (feather(mask, 6.0 * size / 224) * self.box_alpha).astype(np.float32)
-        return m, alpha
+        return m, outline_alpha(face, m, self.crop, self.box_alpha)
+
+
+def crop_box_alpha(crop: int) -> npt.NDArray[np.float32]:
+    """The crop-edge feather of the official paste-back (a box blur), scaled to the crop."""
+    margin = max(crop // 28, 2)
+    box = np.zeros((crop, crop), np.uint8)
+    box[margin:-margin, margin:-margin] = 255
+    alpha: npt.NDArray[np.float32] = feather(box, 6.0 * crop / 224)
+    return alpha
+
+
+def outline_alpha(
+    face: Any, m: npt.NDArray[np.float64], size: int, box_alpha: npt.NDArray[np.float32]
+) -> npt.NDArray[np.float32]:
+    """A face's paste-back alpha in crop space: its outline (through ``m``), pulled in and
+    feathered, inside the box feather."""
+    oval = face.landmarks[face_index().face_oval, :2].astype(np.float64) @ m[:, :2].T + m[:, 2]
+    canvas = np.zeros((size, size), np.uint8)
+    cv2.fillPoly(canvas, [np.round(oval).astype(np.int32)], (255,))
+    grow = max(3, size // 32)
+    mask = cv2.erode(canvas, np.ones((grow, grow), np.uint8))
+    alpha: npt.NDArray[np.float32] = (feather(mask, 6.0 * size / 224) * box_alpha).astype(
+        np.float32
+    )
+    return alpha
+
+
+def arcface_embedding(
+    arcface: ArcFace, image: Image, m: npt.NDArray[np.float64], size: int
+) -> npt.NDArray[np.float32]:
+    """SimSwap's identity of the face that ``m`` maps to a ``size`` crop: ImageNet-normalised,
+    resized to 112 (nearest, as the official code), through ArcFace."""
+    device = next(arcface.parameters()).device
+    crop = cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR)
+    x = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 255.0
+    x = (x - _IMAGENET_MEAN) / _IMAGENET_STD
+    x = torch.nn.functional.interpolate(x, size=(112, 112))
+    with torch.inference_mode():
+        latent: npt.NDArray[np.float32] = arcface(x.to(device)).float().cpu()[0].numpy()
+    return latent
 
 
 def load_arcface(cache: Path, path: Path) -> ArcFace:

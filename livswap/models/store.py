@@ -43,6 +43,10 @@ class ModelStore:
     def manifest_path(self) -> Path:
         return self.folder / "manifest.json"
 
+    def pinned(self, key: str) -> dict[str, object] | None:
+        """What the manifest recorded for ``key`` (a registry name, or ``trained/NAME``)."""
+        return self._manifest().get(key)
+
     def _manifest(self) -> dict[str, dict[str, object]]:
         try:
             data = json.loads(self.manifest_path.read_text("utf-8"))
@@ -53,14 +57,19 @@ class ModelStore:
         return data if isinstance(data, dict) else {}
 
     def _pin(self, spec: ModelSpec, path: Path, digest: str, origin: str) -> None:
+        self.record(spec.name, spec.filename, path, digest, origin)
+
+    def record(self, key: str, filename: str, path: Path, digest: str, origin: str) -> None:
+        """Pin a file of the folder in the manifest: its sha256, size, where it came from."""
         manifest = self._manifest()
-        manifest[spec.name] = {
-            "file": spec.filename,
+        manifest[key] = {
+            "file": filename,
             "sha256": digest,
             "size": path.stat().st_size,
             "source": origin,
             "added": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
+        self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.manifest_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(manifest, indent=2) + "\n", "utf-8")
         tmp.replace(self.manifest_path)

@@ -1,0 +1,122 @@
+"""The ``styleswap`` engine: a StyleSwap generator trained with ``livswap train``, run through
+the same backends, batching, masks and paste-back as the other neural engines.
+
+Faces are FFHQ-aligned at the model's resolution (SimSwap 512's template, scaled); the identity
+is SimSwap's ArcFace embedding of the source (the encoder the model was trained with).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import nn
+
+from livswap.config import Config
+from livswap.engine.backends import build_runner, resolve_spec
+from livswap.engine.identity import EmbeddingCache
+from livswap.engine.models.styleswap import StyleSwapConfig, StyleSwapGenerator
+from livswap.engine.neural import NeuralEngine
+from livswap.engine.simswap import (
+    align_224,
+    align_ffhq_512,
+    arcface_embedding,
+    crop_box_alpha,
+    load_arcface,
+    outline_alpha,
+)
+from livswap.errors import ModelError, first_line
+from livswap.frame import Image
+from livswap.models import ModelStore, model_dir
+from livswap.models.download import sha256_of
+from livswap.models.trained import TrainedModel, find_trained, load_trained
+
+__all__ = ["StyleSwapEngine", "StyleSwapRunner", "build_styleswap"]
+
+
+class StyleSwapRunner(nn.Module):
+    """The generator in the runners' convention: crops and output in [0, 1]."""
+
+    def __init__(self, generator: StyleSwapGenerator) -> None:
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, target: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.generator(target * 2.0 - 1.0, identity)
+        return ((out + 1.0) * 0.5).clamp(0.0, 1.0)
+
+
+def build_styleswap(model: TrainedModel, state: dict[str, Any]) -> StyleSwapGenerator:
+    """The generator a trained model's metadata describes, with its weights (strict)."""
+    label = f"trained model {model.name!r}"
+    try:
+        config = StyleSwapConfig(**model.network)
+        generator = StyleSwapGenerator(config)
+    except (TypeError, ValueError) as exc:
+        raise ModelError(
+            f"{label}: its network settings do not describe StyleSwap: {exc}"
+        ) from None
+    if config.size != model.resolution:
+        raise ModelError(
+            f"{label}: metadata says {model.resolution} px but the network is {config.size}"
+        )
+    try:
+        generator.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ModelError(
+            f"{label}: its weights do not fit its network: {first_line(exc)}"
+        ) from None
+    return generator.eval()
+
+
+def align_ffhq(size: int) -> Any:
+    """SimSwap 512's FFHQ template scaled to ``size``."""
+
+    def align(keypoints: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+        m = align_ffhq_512(keypoints)
+        return m * (size / 512.0)
+
+    return align
+
+
+class StyleSwapEngine(NeuralEngine):
+    name = "styleswap"
+
+    def __init__(self, cfg: Config) -> None:
+        store = ModelStore(model_dir(cfg.models.dir))
+        self.model = find_trained(store, "styleswap", cfg.engine.model)
+        generator = build_styleswap(self.model, load_trained(store, self.model))
+        arcface_path = store.require(self.model.identity_encoder)
+        self.crop = self.model.resolution
+        self.align = align_ffhq(self.crop)
+        self.spec = resolve_spec(cfg.engine)
+        self.device = self.spec.device
+        cache = store.folder / "cache"
+        digest = str((store.pinned(f"trained/{self.model.name}") or {}).get("sha256", ""))
+        self.generator = build_runner(
+            StyleSwapRunner(generator),
+            self.spec,
+            crop=self.crop,
+            cache_dir=cache,
+            cache_key=f"styleswap-{self.model.name}-{digest[:16]}",
+        )
+        self.arcface = load_arcface(cache, arcface_path).to(self.device).eval()
+        # The same identity as simswap-224's (same encoder, same alignment): one cache.
+        self.embeddings = EmbeddingCache(
+            cache, f"arcface-{sha256_of(arcface_path)[:16]}-224", self._encode
+        )
+        self.box_alpha = crop_box_alpha(self.crop)
+        self._start(cfg)
+
+    def _encode(self, image: Image, keypoints: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        # The identity as livswap train computes it: SimSwap's 224 alignment, then ArcFace.
+        return arcface_embedding(self.arcface, image, align_224(keypoints), 224)
+
+    def latent(self, embedding: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        return embedding[None]
+
+    def placement(self, face: Any) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float32]]:
+        m = self.align(face.keypoints)
+        return m, outline_alpha(face, m, self.crop, self.box_alpha)
