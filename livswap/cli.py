@@ -485,8 +485,136 @@ def _main_models(argv: Sequence[str]) -> int:
     return 1 if bad else 0
 
 
+def _main_train(argv: Sequence[str]) -> int:
+    from livswap.engine.backends import resolve_spec
+    from livswap.engine.simswap import load_arcface
+    from livswap.models import ModelStore, model_dir
+    from livswap.train import Trainer, TrainSettings, estimate_text, plot_losses
+
+    p = argparse.ArgumentParser(
+        prog="livswap train",
+        description="Train your own StyleSwap generator on folders of face photos and/or "
+        "videos (each video is one person; photos are grouped by folder). The result lands in "
+        "the model folder: run it with `livswap --engine styleswap --model NAME`.",
+    )
+    p.add_argument("--arch", choices=["styleswap", "simswap"], default="styleswap")
+    p.add_argument(
+        "--data", type=Path, action="append", metavar="DIR", help="photos/videos (repeat)"
+    )
+    p.add_argument("--name", required=True, help="the trained model's name")
+    p.add_argument("--resolution", type=int, default=256, help="face crop size (default 256)")
+    p.add_argument("--steps", type=int, default=100_000, help="training steps (default 100000)")
+    p.add_argument("--batch", type=int, default=8, help="faces per step (default 8)")
+    p.add_argument("--accumulate", type=int, default=1, help="batches per optimiser step")
+    p.add_argument("--narrow", type=float, help="network width factor (default: the spec's)")
+    p.add_argument("--lr", type=float, default=2e-3, help="learning rate (default 0.002)")
+    p.add_argument("--sheet-every", type=int, default=1000, help="steps between PNG sheets")
+    p.add_argument("--save-every", type=int, default=1000, help="steps between checkpoints")
+    p.add_argument("--resume", action="store_true", help="continue from NAME's checkpoint")
+    p.add_argument("--plot", action="store_true", help="draw NAME's loss curves and exit")
+    p.add_argument(
+        "--config", "-c", metavar="FILE", help="a config.toml ([models] dir, [engine] device)"
+    )
+    args = p.parse_args(argv)
+    cfg = load_config(args.config)
+    _configure_logging(cfg.pipeline.log_level)
+    store = ModelStore(model_dir(cfg.models.dir))
+    folder = store.folder / "training" / args.name
+    if args.plot:
+        out = plot_losses(folder / "losses.jsonl", folder / "losses.png")
+        print(f"livswap train: loss curves of {args.name} in {out}", file=sys.stderr)
+        return 0
+    if not args.data:
+        raise ConfigError("train: give the training photos/videos with --data DIR")
+    for flag, value in (
+        ("--steps", args.steps),
+        ("--batch", args.batch),
+        ("--accumulate", args.accumulate),
+    ):
+        if value < 1:
+            raise ConfigError(f"train: {flag} {value}: expected 1 or more")
+    settings = TrainSettings(
+        arch=args.arch,
+        data=tuple(args.data),
+        name=args.name,
+        resolution=args.resolution,
+        steps=args.steps,
+        batch=args.batch,
+        accumulate=args.accumulate,
+        narrow=args.narrow,
+        lr=args.lr,
+        sheet_every=args.sheet_every,
+        save_every=args.save_every,
+    )
+    device = resolve_spec(cfg.engine).device
+    encoder_path = store.require("arcface-simswap")
+    arcface = load_arcface(store.folder / "cache", encoder_path)
+    terminal = Terminal.of_stderr()
+
+    def files_progress(files: list[Path]) -> Any:
+        from tqdm import tqdm
+
+        return tqdm(files, desc="livswap: preparing faces", unit="file", disable=not terminal.tty)
+
+    trainer = Trainer(settings, store, arcface, encoder_path, device, progress=files_progress)
+    faces = trainer.faces
+    print(
+        f"livswap train: {args.name}: styleswap {settings.resolution} px, "
+        f"{sum(q.numel() for q in trainer.generator.parameters()) / 1e6:.2f} M parameters, on "
+        f"{device.type}; {len(faces.crops)} faces of {len(faces.people)} people",
+        file=sys.stderr,
+    )
+    for line in faces.skipped:
+        print(f"livswap train: skipped {line}", file=sys.stderr)
+    if args.resume:
+        trainer.resume()
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=settings.steps, initial=trainer.step, desc="livswap: training", unit="step",
+        disable=not terminal.tty,
+    )  # fmt: skip
+    first = trainer.step
+    try:
+        while trainer.step < settings.steps:
+            losses = trainer.train_step()
+            trainer.log(losses)
+            bar.update(1)
+            bar.set_postfix(g=f"{losses.generator:.3f}", d=f"{losses.discriminator:.3f}")
+            if trainer.step == min(first + 2, settings.steps):  # the first step warms up
+                left = settings.steps - trainer.step
+                tqdm.write(
+                    f"livswap train: {estimate_text(losses.seconds, left, device)} more",
+                    file=sys.stderr,
+                )
+            if trainer.step % settings.save_every == 0:
+                trainer.save_checkpoint()
+            if trainer.step % settings.sheet_every == 0:
+                trainer.sheet()
+    except KeyboardInterrupt:
+        bar.close()
+        trainer.save_checkpoint()
+        print(
+            f"livswap train: interrupted at step {trainer.step}; --resume continues from there",
+            file=sys.stderr,
+        )
+        return 130
+    bar.close()
+    path = trainer.finish()
+    sheet = trainer.sheet()
+    curves = plot_losses(trainer.log_path, folder / "losses.png")
+    print(
+        f"livswap train: {args.name} saved as {path} after {trainer.step} steps; sheet "
+        f"{sheet}, loss curves {curves}. Run it: livswap --engine styleswap --model "
+        f"{args.name} --source PHOTO",
+        file=sys.stderr,
+    )
+    return 0
+
+
 SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "models": _main_models,
+    "train": _main_train,
     "doctor": _main_doctor,
     "serve": _main_serve,
 }
