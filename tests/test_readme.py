@@ -52,6 +52,8 @@ def _why_not_here(command: str) -> str | None:
     words = command.split()
     if words[1] == "serve" or (words[1] == "models" and words[2] not in ("list", "verify")):
         return "runs until stopped, or needs the network or a file of the user's"
+    if words[1] == "train" or "styleswap" in words:
+        return "trains for hours on the user's data, or runs what that trained"
     if words[0] == "livswap" and words[1] not in ("doctor", "models"):
         if "--input" not in words or words[words.index("--input") + 1].isdigit():
             return "needs a webcam"

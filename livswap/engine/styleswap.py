@@ -2,7 +2,7 @@
 the same backends, batching, masks and paste-back as the other neural engines.
 
 Faces are FFHQ-aligned at the model's resolution (SimSwap 512's template, scaled); the identity
-is SimSwap's ArcFace embedding of the source (the encoder the model was trained with).
+is SimSwap's ArcFace embedding of the source's crop aligned the same way, as in training.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from livswap.engine.identity import EmbeddingCache
 from livswap.engine.models.styleswap import StyleSwapConfig, StyleSwapGenerator
 from livswap.engine.neural import NeuralEngine
 from livswap.engine.simswap import (
-    align_224,
     align_ffhq_512,
     arcface_embedding,
     crop_box_alpha,
@@ -103,16 +102,15 @@ class StyleSwapEngine(NeuralEngine):
             cache_key=f"styleswap-{self.model.name}-{digest[:16]}",
         )
         self.arcface = load_arcface(cache, arcface_path).to(self.device).eval()
-        # The same identity as simswap-224's (same encoder, same alignment): one cache.
         self.embeddings = EmbeddingCache(
-            cache, f"arcface-{sha256_of(arcface_path)[:16]}-224", self._encode
+            cache, f"arcface-{sha256_of(arcface_path)[:16]}-ffhq{self.crop}", self._encode
         )
         self.box_alpha = crop_box_alpha(self.crop)
         self._start(cfg)
 
     def _encode(self, image: Image, keypoints: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        # The identity as livswap train computes it: SimSwap's 224 alignment, then ArcFace.
-        return arcface_embedding(self.arcface, image, align_224(keypoints), 224)
+        # The identity as livswap train computes it: the model's own FFHQ crop, then ArcFace.
+        return arcface_embedding(self.arcface, image, self.align(keypoints), self.crop)
 
     def latent(self, embedding: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         return embedding[None]
