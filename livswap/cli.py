@@ -461,6 +461,13 @@ def _main_models(argv: Sequence[str]) -> int:
             )
             print(f"  {name:16} {spec.input_size:4d}px ~{spec.size_mb:.0f} MB  {state}")
             print(f"  {'':16} licence: {spec.licence}")
+        from livswap.models.trained import trained_models
+
+        for model in trained_models(store):
+            print(
+                f"  trained/{model.name:8} {model.resolution:4d}px {model.arch}, "
+                f"{model.steps} steps, {model.created} (--engine {model.arch} --model {model.name})"
+            )
         return 0
     if args.action == "fetch":
         path = store.fetch(args.name)

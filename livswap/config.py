@@ -90,6 +90,7 @@ class EngineConfig:
     assign: Assign
     mix_source: str
     mix_weight: Annotated[float, Range(0.0, 1.0)]
+    style_mix: tuple[float, ...]
     max_batch: BatchBucket
     batch_wait: Annotated[float, Range(0.0, 1.0)]
 
@@ -258,6 +259,17 @@ def _coerce(value: Any, hint: Any, key: str, origin: str, bounds: Range | None) 
             raise ConfigError(f"{origin}: {key} must be one of {list(choices)}, got {value!r}")
         return value
     if origin_type is tuple:
+        item = typing.get_args(hint)[0]
+        if item is float:
+            numbers = isinstance(value, list | tuple) and all(
+                isinstance(v, int | float) and not isinstance(v, bool) and 0.0 <= v <= 1.0
+                for v in value
+            )
+            if not numbers:
+                raise ConfigError(
+                    f"{origin}: {key} must be a list of numbers from 0 to 1, got {value!r}"
+                )
+            return tuple(float(v) for v in value)
         if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{origin}: {key} must be a list of strings, got {value!r}")
         return tuple(value)

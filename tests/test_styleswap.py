@@ -153,3 +153,22 @@ def test_gradients_reach_every_parameter() -> None:
     (out.image.square().mean() + out.mask.mean()).backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum()]
     assert not missing, missing
+
+
+def test_style_mixing_takes_each_level_from_the_identity_its_weight_names() -> None:
+    model = _tiny(32)
+    target = torch.rand(1, 3, 32, 32) * 2 - 1
+    a, b = torch.randn(1, 512), torch.randn(1, 512)
+    levels = len(model.config.resolutions)
+    with torch.no_grad():
+        only_a = model(target, a)
+        only_b = model(target, b)
+        assert torch.allclose(
+            model.swap(target, a, mix=b, mix_weights=(0.0,) * levels).image, only_a
+        )
+        assert torch.allclose(
+            model.swap(target, a, mix=b, mix_weights=(1.0,) * levels).image, only_b, atol=1e-6
+        )
+        coarse_a_fine_b = model.swap(target, a, mix=b, mix_weights=(0, 0, 1, 1)).image
+    assert not torch.allclose(coarse_a_fine_b, only_a, atol=1e-4)
+    assert not torch.allclose(coarse_a_fine_b, only_b, atol=1e-4)

@@ -88,6 +88,21 @@ def test_the_newest_trained_model_runs_through_the_cli(
     )
     assert again.returncode == 0, again.stderr
     other = cv2.cvtColor(cv2.imread(str(tmp_path / "out.png")), cv2.COLOR_BGR2RGB)
+    # --source-mix in style space: coarse levels from the source, fine ones from the mix.
+    mixed_cfg = tmp_path / "mix.toml"
+    mixed_cfg.write_text(
+        f'[models]\ndir = "{trained_folder}"\n[engine]\nstyle_mix = [0, 0, 1, 1, 1]\n'
+    )
+    mixed = run_livswap(
+        "--config", str(mixed_cfg), "--engine", "styleswap", "--source", str(astronaut_jpg),
+        "--source-mix", str(hopper_jpg), "--input", str(hopper_jpg),
+        "--output", str(tmp_path / "mixed.png"),
+    )  # fmt: skip
+    assert mixed.returncode == 0, mixed.stderr
+    mixed_image = cv2.cvtColor(cv2.imread(str(tmp_path / "mixed.png")), cv2.COLOR_BGR2RGB)
+    assert np.abs(mixed_image.astype(int) - out.astype(int)).mean() > 0.1
+    listed = run_livswap("models", "--config", str(tmp_path / "c.toml"), "list")
+    assert "trained/tiny" in listed.stdout and "--model older" in listed.stdout
     assert np.abs(other.astype(int) - out.astype(int)).mean() > 0.5
 
 

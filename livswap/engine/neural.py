@@ -73,7 +73,10 @@ class NeuralEngine:
 
     # -- identity ----------------------------------------------------------------------------
     def _identity(self, embedding: npt.NDArray[np.float32]) -> Identity:
-        latent = np.ascontiguousarray(self.latent(embedding), np.float32)
+        return self._identity_of_latent(self.latent(embedding))
+
+    def _identity_of_latent(self, latent: npt.NDArray[np.float32]) -> Identity:
+        latent = np.ascontiguousarray(latent, np.float32)
         key = hashlib.sha256(latent.tobytes()).hexdigest()[:16]
         vector = torch.from_numpy(latent).to(self.device)
         return Identity(engine=self.name, key=key, data=Latent(vector))

@@ -7,6 +7,7 @@ is SimSwap's ArcFace embedding of the source's crop aligned the same way, as in 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,7 @@ from torch import nn
 
 from livswap.config import Config
 from livswap.engine.backends import build_runner, resolve_spec
+from livswap.engine.base import Identity
 from livswap.engine.identity import EmbeddingCache
 from livswap.engine.models.styleswap import StyleSwapConfig, StyleSwapGenerator
 from livswap.engine.neural import NeuralEngine
@@ -36,14 +38,22 @@ __all__ = ["StyleSwapEngine", "StyleSwapRunner", "build_styleswap"]
 
 
 class StyleSwapRunner(nn.Module):
-    """The generator in the runners' convention: crops and output in [0, 1]."""
+    """The generator in the runners' convention: crops and output in [0, 1]; the latent is two
+    identities side by side (B, 1024), the second mixed into the levels ``mix_weights`` names
+    (the same one twice when nothing is mixed, so that every stream's latent has one width and
+    batches across streams)."""
 
-    def __init__(self, generator: StyleSwapGenerator) -> None:
+    def __init__(self, generator: StyleSwapGenerator, mix_weights: tuple[float, ...]) -> None:
         super().__init__()
         self.generator = generator
+        self.mix_weights = mix_weights
+        self.identity_dim = generator.config.identity_dim
 
-    def forward(self, target: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.generator(target * 2.0 - 1.0, identity)
+    def forward(self, target: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+        identity, mix = latent[:, : self.identity_dim], latent[:, self.identity_dim :]
+        out = self.generator.swap(
+            target * 2.0 - 1.0, identity, mix=mix, mix_weights=self.mix_weights
+        ).image
         return ((out + 1.0) * 0.5).clamp(0.0, 1.0)
 
 
@@ -94,12 +104,15 @@ class StyleSwapEngine(NeuralEngine):
         self.device = self.spec.device
         cache = store.folder / "cache"
         digest = str((store.pinned(f"trained/{self.model.name}") or {}).get("sha256", ""))
+        self.mix_weights = tuple(cfg.engine.style_mix)
+        mixing = "-".join(f"{w:g}" for w in self.mix_weights) or "none"
         self.generator = build_runner(
-            StyleSwapRunner(generator),
+            StyleSwapRunner(generator, self.mix_weights),
             self.spec,
             crop=self.crop,
             cache_dir=cache,
-            cache_key=f"styleswap-{self.model.name}-{digest[:16]}",
+            cache_key=f"styleswap-{self.model.name}-{digest[:16]}-mix{mixing}",
+            latent_size=2 * generator.config.identity_dim,
         )
         self.arcface = load_arcface(cache, arcface_path).to(self.device).eval()
         self.embeddings = EmbeddingCache(
@@ -113,7 +126,24 @@ class StyleSwapEngine(NeuralEngine):
         return arcface_embedding(self.arcface, image, self.align(keypoints), self.crop)
 
     def latent(self, embedding: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        return embedding[None]
+        return np.concatenate([embedding, embedding])[None]
+
+    def prepare_mix(
+        self,
+        sources: Sequence[Image],
+        mix: Image,
+        weight: float,
+        names: Sequence[str] | None = None,
+    ) -> Identity:
+        """With ``[engine] style_mix`` set, the mix identity goes into the levels it names
+        (per-layer mixing in style space); otherwise the embeddings are blended, as the other
+        neural engines do."""
+        if not any(self.mix_weights):
+            return super().prepare_mix(sources, mix, weight, names)
+        base = self.embeddings.identity_vector(sources, names, self.name)
+        other = self.embeddings.identity_vector([mix], ["mix photo"], self.name)
+        latent = np.concatenate([base, other])[None].astype(np.float32)
+        return self._identity_of_latent(latent)
 
     def placement(self, face: Any) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float32]]:
         m = self.align(face.keypoints)

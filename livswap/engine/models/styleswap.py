@@ -325,14 +325,32 @@ class StyleSwapGenerator(nn.Module):
     def forward(self, target: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
         return self.swap(target, identity).image
 
-    def swap(self, target: torch.Tensor, identity: torch.Tensor) -> StyleSwapOutput:
+    def swap(
+        self,
+        target: torch.Tensor,
+        identity: torch.Tensor,
+        *,
+        mix: torch.Tensor | None = None,
+        mix_weights: tuple[float, ...] = (),
+    ) -> StyleSwapOutput:
+        """The swap of ``target`` to ``identity``. With ``mix`` (a second identity), each
+        resolution level's style moves toward the mix's by its weight in ``mix_weights``
+        (4x4 first; missing levels: 0): coarse structure from one person, fine detail from
+        another, which StyleGAN's per-layer styles allow and an embedding blend does not."""
         cfg = self.config
         if target.shape[-1] != cfg.size or target.shape[-2] != cfg.size:
             raise ValueError(
                 f"StyleSwap {cfg.size}: expected {cfg.size}x{cfg.size} crops, got "
                 f"{tuple(target.shape[-2:])}"
             )
-        w = self.style(identity)
+        base = self.style(identity)
+        other = self.style(mix) if mix is not None and any(mix_weights) else None
+
+        def level_style(level: int) -> torch.Tensor:
+            weight = mix_weights[level] if level < len(mix_weights) else 0.0
+            return base if other is None or weight == 0.0 else torch.lerp(base, other, weight)
+
+        w = level_style(0)
         features = self.encode(target)[::-1]  # 4x4 first
         h = self.constant.expand(target.shape[0], -1, -1, -1)
         h = self.conv1(h, w, features[0])
@@ -340,6 +358,7 @@ class StyleSwapGenerator(nn.Module):
         mask = torch.sigmoid(self.to_mask1(h, w, None)) if self.to_mask1 is not None else None
         masks = [mask] if mask is not None else []
         for level, resolution in enumerate(cfg.resolutions[1:]):
+            w = level_style(level + 1)
             feature = features[level + 1]
             if mask is not None and resolution >= 256:
                 # Inside the predicted face the target's features are flattened to their mean
