@@ -91,10 +91,16 @@ class NeuralEngine:
         weight: float,
         names: Sequence[str] | None = None,
     ) -> Identity:
-        """Blend a second identity in (MFIM's identity mixing, at the embedding level)."""
+        """Mix a second identity in (MFIM's identity mixing; see :meth:`mixed_latent`)."""
         base = self.embeddings.identity_vector(sources, names, self.name)
         other = self.embeddings.identity_vector([mix], ["mix photo"], self.name)
-        return self._identity(blend(base, other, weight))
+        return self._identity_of_latent(self.mixed_latent(base, other, weight))
+
+    def mixed_latent(
+        self, base: npt.NDArray[np.float32], other: npt.NDArray[np.float32], weight: float
+    ) -> npt.NDArray[np.float32]:
+        """The generator input of two identities: by default their embeddings blended."""
+        return self.latent(blend(base, other, weight))
 
     def open_stream(self, identity: Identity) -> EngineStream:
         return NeuralStream(self, identity)

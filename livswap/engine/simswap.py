@@ -22,7 +22,7 @@ from livswap.compose import feather
 from livswap.config import Config
 from livswap.engine.backends import build_runner, resolve_spec
 from livswap.engine.identity import EmbeddingCache
-from livswap.engine.models.arcface import ArcFace, convert_pickled_arcface
+from livswap.engine.models.arcface import ArcFace, convert_pickled_arcface, identity_of_crops
 from livswap.engine.models.simswap import SimSwapGenerator, load_simswap
 from livswap.engine.neural import NeuralEngine
 from livswap.errors import EngineError, ModelError, first_line
@@ -55,8 +55,6 @@ _TEMPLATES_112 = np.array(
     ],
     np.float64,
 )
-_IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-_IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
 
 def _similarity(
@@ -203,15 +201,14 @@ def outline_alpha(
 def arcface_embedding(
     arcface: ArcFace, image: Image, m: npt.NDArray[np.float64], size: int
 ) -> npt.NDArray[np.float32]:
-    """SimSwap's identity of the face that ``m`` maps to a ``size`` crop: ImageNet-normalised,
-    resized to 112 (nearest, as the official code), through ArcFace."""
+    """SimSwap's identity of the face that ``m`` maps to a ``size`` crop."""
     device = next(arcface.parameters()).device
     crop = cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR)
     x = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 255.0
-    x = (x - _IMAGENET_MEAN) / _IMAGENET_STD
-    x = torch.nn.functional.interpolate(x, size=(112, 112))
     with torch.inference_mode():
-        latent: npt.NDArray[np.float32] = arcface(x.to(device)).float().cpu()[0].numpy()
+        latent: npt.NDArray[np.float32] = (
+            identity_of_crops(arcface, x.to(device)).float().cpu()[0].numpy()
+        )
     return latent
 
 

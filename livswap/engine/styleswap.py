@@ -7,7 +7,6 @@ is SimSwap's ArcFace embedding of the source's crop aligned the same way, as in 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -17,7 +16,6 @@ from torch import nn
 
 from livswap.config import Config
 from livswap.engine.backends import build_runner, resolve_spec
-from livswap.engine.base import Identity
 from livswap.engine.identity import EmbeddingCache
 from livswap.engine.models.styleswap import StyleSwapConfig, StyleSwapGenerator
 from livswap.engine.neural import NeuralEngine
@@ -128,22 +126,15 @@ class StyleSwapEngine(NeuralEngine):
     def latent(self, embedding: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         return np.concatenate([embedding, embedding])[None]
 
-    def prepare_mix(
-        self,
-        sources: Sequence[Image],
-        mix: Image,
-        weight: float,
-        names: Sequence[str] | None = None,
-    ) -> Identity:
-        """With ``[engine] style_mix`` set, the mix identity goes into the levels it names
-        (per-layer mixing in style space); otherwise the embeddings are blended, as the other
-        neural engines do."""
+    def mixed_latent(
+        self, base: npt.NDArray[np.float32], other: npt.NDArray[np.float32], weight: float
+    ) -> npt.NDArray[np.float32]:
+        """With ``[engine] style_mix`` set, both identities side by side: the generator puts
+        the mix into the levels it names (per-layer mixing in style space). Otherwise the
+        embeddings are blended, as the other neural engines do."""
         if not any(self.mix_weights):
-            return super().prepare_mix(sources, mix, weight, names)
-        base = self.embeddings.identity_vector(sources, names, self.name)
-        other = self.embeddings.identity_vector([mix], ["mix photo"], self.name)
-        latent = np.concatenate([base, other])[None].astype(np.float32)
-        return self._identity_of_latent(latent)
+            return super().mixed_latent(base, other, weight)
+        return np.concatenate([base, other])[None].astype(np.float32)
 
     def placement(self, face: Any) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float32]]:
         m = self.align(face.keypoints)

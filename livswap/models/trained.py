@@ -90,7 +90,7 @@ def save_trained(
     return path
 
 
-def _read(store: ModelStore, path: Path) -> TrainedModel:
+def _read(path: Path) -> TrainedModel:
     from safetensors import safe_open
 
     name = path.name.removesuffix(".safetensors")
@@ -124,7 +124,7 @@ def trained_models(store: ModelStore, arch: str | None = None) -> list[TrainedMo
     found = []
     for path in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
         try:
-            model = _read(store, path)
+            model = _read(path)
         except ModelError:
             continue  # said when it is asked for by name
         if arch is None or model.arch == arch:
@@ -143,7 +143,7 @@ def find_trained(store: ModelStore, arch: str, name: str = "") -> TrainedModel:
                 f"no trained model {name!r} in {store.folder / 'trained'}; "
                 + (f"there are: {', '.join(known)}" if known else _how_to_train(arch))
             )
-        model = _read(store, path)
+        model = _read(path)
         if model.arch != arch:
             raise ModelError(f"trained model {name!r} is a {model.arch} model, not {arch}")
         return model

@@ -1,5 +1,5 @@
 """Face tracking with MediaPipe FaceMesh: landmarks, ids, smoothing, keypoints, head pose."""
 
-from livswap.track.tracker import Face, FaceTracker, HeadPose, detect_faces
+from livswap.track.tracker import Face, FaceTracker, HeadPose, StillFaceDetector, detect_faces
 
-__all__ = ["Face", "FaceTracker", "HeadPose", "detect_faces"]
+__all__ = ["Face", "FaceTracker", "HeadPose", "StillFaceDetector", "detect_faces"]

@@ -23,7 +23,7 @@ from livswap.track.landmarks import (
     RIGHT_IRIS_CENTER,
 )
 
-__all__ = ["Face", "FaceTracker", "HeadPose", "detect_faces"]
+__all__ = ["Face", "FaceTracker", "HeadPose", "StillFaceDetector", "detect_faces"]
 
 log = logging.getLogger(__name__)
 
@@ -181,16 +181,37 @@ def _open_still_models(max_faces: int, min_confidence: float) -> tuple[Any, Any]
     return mesh, detector
 
 
+class StillFaceDetector:
+    """Faces in still images, one after another, with MediaPipe's models opened once (opening
+    them costs more than a detection): ``with StillFaceDetector() as detect: detect(image)``."""
+
+    def __init__(self, *, max_faces: int = 4, min_confidence: float = 0.5) -> None:
+        self.max_faces = max_faces
+        self._mesh, self._detector = _open_still_models(max_faces, min_confidence)
+
+    def __call__(self, image: Image) -> list[Face]:
+        """Landmarks of every face (no tracking, no smoothing), largest first."""
+        points = _still_landmarks(self._mesh, self._detector, image, self.max_faces)
+        faces = [
+            _make_face(i, pts, pts) for i, pts in enumerate(points) if len(pts) == NUM_LANDMARKS
+        ]
+        return sorted(faces, key=lambda f: -f.area)
+
+    def close(self) -> None:
+        self._mesh.close()
+        self._detector.close()
+
+    def __enter__(self) -> StillFaceDetector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def detect_faces(image: Image, *, max_faces: int = 4, min_confidence: float = 0.5) -> list[Face]:
     """Landmarks of every face in a still image (no tracking, no smoothing), largest first."""
-    mesh, detector = _open_still_models(max_faces, min_confidence)
-    try:
-        points = _still_landmarks(mesh, detector, image, max_faces)
-    finally:
-        mesh.close()
-        detector.close()
-    faces = [_make_face(i, pts, pts) for i, pts in enumerate(points) if len(pts) == NUM_LANDMARKS]
-    return sorted(faces, key=lambda f: -f.area)
+    with StillFaceDetector(max_faces=max_faces, min_confidence=min_confidence) as detect:
+        return detect(image)
 
 
 @dataclass

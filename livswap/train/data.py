@@ -100,7 +100,7 @@ def prepare_faces(
     are reported and skipped. ``embed`` maps crops (N, S, S, 3) to embeddings (N, 512)."""
     import cv2
 
-    from livswap.track import detect_faces
+    from livswap.track import StillFaceDetector
 
     files = _files(folders)
     key = hashlib.sha256()
@@ -122,32 +122,33 @@ def prepare_faces(
     person: list[int] = []
     people: list[str] = []
     skipped: list[str] = []
-    for path in progress(files):
-        who = str(path) if path.suffix.lower() in VIDEO_SUFFIXES else str(path.parent)
-        try:
-            images = (
-                list(_video_frames(path, _FRAMES_PER_VIDEO))
-                if path.suffix.lower() in VIDEO_SUFFIXES
-                else [read_image(path, "training photo")]
-            )
-        except LivswapError as exc:
-            skipped.append(f"{path}: {exc}")
-            continue
-        found = 0
-        for image in images:
-            faces = detect_faces(image, max_faces=1)
-            if not faces:
+    with StillFaceDetector(max_faces=1) as detect:
+        for path in progress(files):
+            who = str(path) if path.suffix.lower() in VIDEO_SUFFIXES else str(path.parent)
+            try:
+                images = (
+                    list(_video_frames(path, _FRAMES_PER_VIDEO))
+                    if path.suffix.lower() in VIDEO_SUFFIXES
+                    else [read_image(path, "training photo")]
+                )
+            except LivswapError as exc:
+                skipped.append(f"{path}: {exc}")
                 continue
-            crop = cv2.warpAffine(
-                image, align(faces[0].keypoints), (size, size), flags=cv2.INTER_AREA
-            )
-            if who not in people:
-                people.append(who)
-            crops.append(np.asarray(crop, np.uint8))
-            person.append(people.index(who))
-            found += 1
-        if not found:
-            skipped.append(f"{path}: no face found")
+            found = 0
+            for image in images:
+                faces = detect(image)
+                if not faces:
+                    continue
+                crop = cv2.warpAffine(
+                    image, align(faces[0].keypoints), (size, size), flags=cv2.INTER_AREA
+                )
+                if who not in people:
+                    people.append(who)
+                crops.append(np.asarray(crop, np.uint8))
+                person.append(people.index(who))
+                found += 1
+            if not found:
+                skipped.append(f"{path}: no face found")
     if not crops:
         raise InputError(f"no faces found in the training data ({len(skipped)} files skipped)")
     stacked = np.stack(crops)

@@ -27,7 +27,7 @@ import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 
-from livswap.engine.models.arcface import ArcFace
+from livswap.engine.models.arcface import ArcFace, identity_of_crops
 from livswap.engine.models.styleswap import StyleSwapConfig, StyleSwapGenerator
 from livswap.engine.styleswap import align_ffhq
 from livswap.errors import ConfigError, ModelError
@@ -47,9 +47,6 @@ from livswap.train.losses import (
 __all__ = ["StepLosses", "TrainSettings", "Trainer", "estimate_text", "plot_losses"]
 
 log = logging.getLogger(__name__)
-
-_IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-_IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -165,9 +162,7 @@ class Trainer:
     # -- identity ----------------------------------------------------------------------------
     def _embed(self, images01: torch.Tensor) -> torch.Tensor:
         """Identity embeddings of crops in [0, 1], as the styleswap engine computes them."""
-        x = (images01 - _IMAGENET_MEAN.to(images01)) / _IMAGENET_STD.to(images01)
-        x = F.interpolate(x, size=(112, 112))
-        return F.normalize(self.arcface(x).float(), dim=1)
+        return F.normalize(identity_of_crops(self.arcface, images01).float(), dim=1)
 
     def _embed_crops(self, crops: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         x = torch.from_numpy(crops).permute(0, 3, 1, 2).float().div(255).to(self.device)

@@ -16,7 +16,19 @@ from torch import nn
 from livswap.errors import ModelError
 from livswap.models.safety import load_pickled_module, module_state
 
-__all__ = ["ArcFace", "convert_pickled_arcface"]
+__all__ = ["ArcFace", "convert_pickled_arcface", "identity_of_crops"]
+
+_IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+_IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+
+def identity_of_crops(arcface: nn.Module, crops01: torch.Tensor) -> torch.Tensor:
+    """Raw (not normalised) embeddings of aligned face crops (B, 3, S, S) in [0, 1], as SimSwap
+    computes them: ImageNet-normalised, resized to 112 (nearest, as the official code),
+    through ArcFace. Differentiable (training uses it on its swaps)."""
+    x = (crops01 - _IMAGENET_MEAN.to(crops01)) / _IMAGENET_STD.to(crops01)
+    out: torch.Tensor = arcface(nn.functional.interpolate(x, size=(112, 112)))
+    return out
 
 
 class SEBlock(nn.Module):
