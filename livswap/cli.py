@@ -114,7 +114,8 @@ def run_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model",
         metavar="NAME",
-        help="styleswap: which trained model to run (default: the only or newest one)",
+        help="a model trained with `livswap train`: styleswap runs the only or newest one by "
+        "default, simswap-224 its imported weights unless given one",
     )
     p.add_argument(
         "--mix-weight",
@@ -500,9 +501,10 @@ def _main_train(argv: Sequence[str]) -> int:
 
     p = argparse.ArgumentParser(
         prog="livswap train",
-        description="Train your own StyleSwap generator on folders of face photos and/or "
-        "videos (each video is one person; photos are grouped by folder). The result lands in "
-        "the model folder: run it with `livswap --engine styleswap --model NAME`.",
+        description="Train your own StyleSwap (or SimSwap-style) generator on folders of face "
+        "photos and/or videos (each video is one person; photos are grouped by folder). The "
+        "result lands in the model folder: run it with `livswap --engine styleswap --model "
+        "NAME` (or --engine simswap-224 --model NAME for --arch simswap).",
     )
     p.add_argument("--arch", choices=["styleswap", "simswap"], default="styleswap")
     p.add_argument(
@@ -566,7 +568,7 @@ def _main_train(argv: Sequence[str]) -> int:
     trainer = Trainer(settings, store, arcface, encoder_path, device, progress=files_progress)
     faces = trainer.faces
     print(
-        f"livswap train: {args.name}: styleswap {settings.resolution} px, "
+        f"livswap train: {args.name}: {settings.arch} {settings.resolution} px, "
         f"{sum(q.numel() for q in trainer.generator.parameters()) / 1e6:.2f} M parameters, on "
         f"{device.type}; {len(faces.crops)} faces of {len(faces.people)} people",
         file=sys.stderr,
@@ -612,8 +614,9 @@ def _main_train(argv: Sequence[str]) -> int:
     curves = plot_losses(trainer.log_path, folder / "losses.png")
     print(
         f"livswap train: {args.name} saved as {path} after {trainer.step} steps; sheet "
-        f"{sheet}, loss curves {curves}. Run it: livswap --engine styleswap --model "
-        f"{args.name} --source PHOTO",
+        f"{sheet}, loss curves {curves}. Run it: livswap --engine "
+        f"{'styleswap' if settings.arch == 'styleswap' else 'simswap-224'} --model {args.name} "
+        "--source PHOTO",
         file=sys.stderr,
     )
     return 0

@@ -142,3 +142,34 @@ def test_the_command_line_trains_sheets_plots_and_says_how_long_a_step_takes(
     )  # fmt: skip
     lines = nothing.stderr.strip().splitlines()
     assert nothing.returncode == 2 and len(lines) == 1 and "does not exist" in lines[0]
+
+
+def test_a_simswap_style_model_trains_and_runs_as_simswap_224(
+    workspace: Path, tmp_path: Path
+) -> None:
+    cfg = str(workspace / "c.toml")
+    trained = run_livswap(
+        "train", "--config", cfg, "--arch", "simswap", "--data", str(workspace / "data"),
+        "--name", "mine", "--resolution", "32", "--narrow", "0.0625", "--batch", "2",
+        "--steps", "2",
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    assert "--engine simswap-224 --model mine" in trained.stderr
+    photo = str(workspace / "data" / "hopper" / "0.jpg")
+    source = str(workspace / "data" / "astronaut" / "0.jpg")
+
+    def run(engine: str) -> subprocess.CompletedProcess[str]:
+        return run_livswap(
+            "--config", cfg, "--engine", engine, "--model", "mine", "--source", source,
+            "--input", photo, "--output", str(tmp_path / "o.png"),
+        )  # fmt: skip
+
+    assert run("simswap-224").returncode == 0
+    assert cv2.imread(str(tmp_path / "o.png")).shape == cv2.imread(photo).shape
+    for engine, says in (
+        ("simswap-512", "runs its imported weights"),
+        ("styleswap", "is a simswap model"),
+    ):
+        result = run(engine)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and says in lines[0], result.stderr

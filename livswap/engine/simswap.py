@@ -127,23 +127,35 @@ class SimSwapEngine(NeuralEngine):
             raise EngineError(f"unknown SimSwap engine {name!r}; known: {', '.join(_VARIANTS)}")
         self.name = name
         self.variant = _VARIANTS[name]
-        self.crop = self.variant.crop
         store = ModelStore(model_dir(cfg.models.dir))
-        generator_path = store.require(self.variant.model)
-        arcface_path = store.require("arcface-simswap")
         self.spec = resolve_spec(cfg.engine)
         self.device = self.spec.device
-        label = f"model {self.variant.model}"
-        generator: SimSwapGenerator = load_simswap(
-            load_state_dict(generator_path, label), label, expect=name.removeprefix("simswap-")
-        )
+        if cfg.engine.model and name == "simswap-224":
+            # A generator trained with `livswap train --arch simswap`: its own width and size,
+            # SimSwap's 224 templates scaled to it.
+            generator, weights_key, size = _trained_simswap(store, cfg.engine.model)
+            self.variant = _Variant(f"trained/{cfg.engine.model}", size, _scaled_224(size))
+        else:
+            if cfg.engine.model:
+                raise EngineError(
+                    f"engine {name!r} runs its imported weights; --model is for models trained "
+                    "with `livswap train` (--engine styleswap, or simswap-224)"
+                )
+            generator_path = store.require(self.variant.model)
+            label = f"model {self.variant.model}"
+            generator = load_simswap(
+                load_state_dict(generator_path, label), label, expect=name.removeprefix("simswap-")
+            )
+            weights_key = f"{self.variant.model}-{sha256_of(generator_path)[:16]}"
+        self.crop = self.variant.crop
+        arcface_path = store.require("arcface-simswap")
         cache = store.folder / "cache"
         self.generator = build_runner(
             generator,
             self.spec,
             crop=self.variant.crop,
             cache_dir=cache,
-            cache_key=f"{self.variant.model}-{sha256_of(generator_path)[:16]}",
+            cache_key=weights_key.replace("/", "-"),
         )
         self.arcface = load_arcface(cache, arcface_path).to(self.device).eval()
         # The identity depends on the alignment (224 templates or FFHQ 512), so it is part of
@@ -171,6 +183,32 @@ class SimSwapEngine(NeuralEngine):
         paste-back's box blur, scaled to the crop)."""
         m = self.variant.align(face.keypoints)
         return m, outline_alpha(face, m, self.crop, self.box_alpha)
+
+
+def _scaled_224(size: int) -> Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float64]]:
+    def align(keypoints: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+        return align_224(keypoints) * (size / 224.0)
+
+    return align
+
+
+def _trained_simswap(store: ModelStore, name: str) -> tuple[SimSwapGenerator, str, int]:
+    """A SimSwap-style generator trained with livswap: (generator, cache key, crop size)."""
+    from livswap.models.trained import find_trained, load_trained
+
+    model = find_trained(store, "simswap", name)
+    label = f"trained model {name!r}"
+    settings = dict(model.network)
+    settings.pop("variant", None)
+    try:
+        generator = SimSwapGenerator("224", **settings)
+        generator.load_state_dict(load_trained(store, model))
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ModelError(
+            f"{label}: its weights do not fit its network: {first_line(exc)}"
+        ) from None
+    digest = str((store.pinned(f"trained/{name}") or {}).get("sha256", ""))
+    return generator.eval(), f"trained-simswap-{name}-{digest[:16]}", model.resolution
 
 
 def crop_box_alpha(crop: int) -> npt.NDArray[np.float32]:

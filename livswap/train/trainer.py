@@ -1,5 +1,6 @@
-"""``livswap train``: trains a StyleSwap generator on a user's own photos and videos, resumably,
-and puts the result in the model folder for ``--engine styleswap``.
+"""``livswap train``: trains a StyleSwap or SimSwap-style generator on a user's own photos and
+videos, resumably, and puts the result in the model folder for ``--engine styleswap`` (or
+``--engine simswap-224 --model NAME``).
 
 Each step draws a batch of target faces and, for each, a source identity: half the time the
 same person (then the swap must reconstruct the target), otherwise another. Losses (SimSwap's
@@ -26,9 +27,12 @@ import numpy as np
 import numpy.typing as npt
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from livswap.engine.models.arcface import ArcFace, identity_of_crops
+from livswap.engine.models.simswap import SimSwapGenerator
 from livswap.engine.models.styleswap import StyleSwapConfig, StyleSwapGenerator
+from livswap.engine.simswap import align_224
 from livswap.engine.styleswap import align_ffhq
 from livswap.errors import ConfigError, ModelError
 from livswap.models import ModelStore
@@ -44,7 +48,14 @@ from livswap.train.losses import (
     weak_feature_matching,
 )
 
-__all__ = ["StepLosses", "TrainSettings", "Trainer", "estimate_text", "plot_losses"]
+__all__ = [
+    "StepLosses",
+    "TrainSettings",
+    "Trainer",
+    "estimate_text",
+    "plot_losses",
+    "training_alignment",
+]
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +92,17 @@ class TrainSettings:
             )
         return StyleSwapConfig(size=self.resolution, narrow=self.narrow or 0.5, mask=True)
 
+    def simswap_network(self) -> dict[str, Any]:
+        """SimSwapGenerator's settings: the official widths, times ``narrow``."""
+        width = max(2, 2 * round(32 * (self.narrow or 1.0)))
+        return {"latent_size": 512, "blocks": 9, "width": width}
+
+    def network_record(self) -> dict[str, Any]:
+        """The generator's constructor settings, as the trained model's metadata keeps them."""
+        if self.arch == "styleswap":
+            return dataclasses.asdict(self.network())
+        return {"variant": "224", **self.simswap_network()}
+
 
 @dataclass(frozen=True)
 class StepLosses:
@@ -109,10 +131,8 @@ class Trainer:
         *,
         progress: Callable[[list[Path]], Any] = iter,
     ) -> None:
-        if settings.arch != "styleswap":
-            raise ConfigError(
-                f"train: --arch {settings.arch!r} is not available yet; use --arch styleswap"
-            )
+        if settings.arch not in ("styleswap", "simswap"):
+            raise ConfigError(f"train: --arch {settings.arch!r}: expected styleswap or simswap")
         check_name(settings.name)
         if settings.resolution < 16 or settings.resolution & (settings.resolution - 1):
             raise ConfigError(
@@ -127,14 +147,18 @@ class Trainer:
         self.faces: FaceSet = prepare_faces(
             list(settings.data),
             settings.resolution,
-            align=align_ffhq(settings.resolution),
+            align=training_alignment(settings.arch, settings.resolution),
             embed=self._embed_crops,
             cache=store.folder / "cache",
             encoder_key=self.encoder_key,
             progress=progress,
         )
         torch.manual_seed(settings.seed)
-        self.generator = StyleSwapGenerator(settings.network()).to(device)
+        self.generator: nn.Module = (
+            StyleSwapGenerator(settings.network())
+            if settings.arch == "styleswap"
+            else SimSwapGenerator("224", **settings.simswap_network())
+        ).to(device)
         width = max(8, int(128 * (settings.narrow or 0.5)))
         # As many layers (at most 4) as leave the half-size scale a few patches.
         layers = min(4, 1 + int(math.log2(settings.resolution / 6)))
@@ -188,6 +212,17 @@ class Trainer:
                     sources[i] = int(torch.randint(n, (1,), generator=self.sampler))
         return targets, sources, same
 
+    def _swap(
+        self, real: torch.Tensor, identity: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The swap of targets in [-1, 1] (and StyleSwap's mask): one convention for both
+        architectures (SimSwap's generator works in [0, 1] and has no mask)."""
+        if isinstance(self.generator, StyleSwapGenerator):
+            out = self.generator.swap(real, identity)
+            return out.image, out.mask
+        image: torch.Tensor = self.generator(real.add(1.0).div(2.0), identity)
+        return image.mul(2.0).sub(1.0), None
+
     def _images(self, indices: torch.Tensor) -> torch.Tensor:
         return self.crops[indices].to(self.device).float().div(127.5).sub(1.0)
 
@@ -206,7 +241,7 @@ class Trainer:
             real = self._images(targets)
             identity = self.embeddings[sources].to(self.device)
             with torch.no_grad(), self._autocast():
-                fake = self.generator(real, identity)
+                fake, _ = self._swap(real, identity)
             real.requires_grad_(r1_step)
             with self._autocast():
                 real_out = self.discriminator(real)
@@ -224,25 +259,25 @@ class Trainer:
             real = self._images(targets)
             identity = self.embeddings[sources].to(self.device)
             with self._autocast():
-                out = self.generator.swap(real, identity)
-                fake_out = self.discriminator(out.image)
+                image, soft_mask = self._swap(real, identity)
+                fake_out = self.discriminator(image)
                 with torch.no_grad():
                     real_out = self.discriminator(real)
                 adversarial = hinge_g([o[0] for o in fake_out])
                 matching = weak_feature_matching([o[1] for o in real_out], [o[1] for o in fake_out])
-            swapped_identity = self._embed(out.image.float().add(1.0).div(2.0))
+            swapped_identity = self._embed(image.float().add(1.0).div(2.0))
             id_loss = identity_loss(swapped_identity, identity)
             pairs = same.to(self.device)
             reconstruction = (
-                (out.image.float() - real).abs().mean(dim=(1, 2, 3))[pairs].mean()
+                (image.float() - real).abs().mean(dim=(1, 2, 3))[pairs].mean()
                 if bool(pairs.any())
                 else real.new_zeros(())
             )
             # The mask regulariser asks for a crisp mask (each pixel swapped or not), not a
             # small one: a penalty on its area lets reconstruction pairs shrink it to nothing.
             mask = (
-                (out.mask.float() * (1.0 - out.mask.float())).mean()
-                if out.mask is not None
+                (soft_mask.float() * (1.0 - soft_mask.float())).mean()
+                if soft_mask is not None
                 else real.new_zeros(())
             )
             loss_g = (
@@ -355,9 +390,7 @@ class Trainer:
         targets = torch.randint(n, (4,), generator=picker)
         sources = torch.randint(n, (4,), generator=picker)
         with torch.no_grad():
-            swapped = self.generator(
-                self._images(targets), self.embeddings[sources].to(self.device)
-            )
+            swapped, _ = self._swap(self._images(targets), self.embeddings[sources].to(self.device))
         out = swapped.float().add(1).mul(127.5).clamp(0, 255).byte().cpu()
         rows = [
             torch.cat([self.crops[sources[i]], self.crops[targets[i]], out[i]], dim=2)
@@ -376,14 +409,23 @@ class Trainer:
             self.store,
             self.settings.name,
             self.generator.state_dict(),
-            arch="styleswap",
+            arch=self.settings.arch,
             resolution=self.settings.resolution,
-            network=dataclasses.asdict(self.settings.network()),
+            network=self.settings.network_record(),
             identity_encoder="arcface-simswap",
             data_sha256=self.faces.sha256,
             steps=self.step,
             created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         )
+
+
+def training_alignment(arch: str, size: int) -> Callable[[npt.NDArray[np.float32]], Any]:
+    """How faces are aligned for ``arch`` at ``size`` (the engine that runs it aligns the same
+    way): FFHQ for StyleSwap, SimSwap's 224 templates scaled for SimSwap."""
+    if arch == "styleswap":
+        ffhq: Callable[[npt.NDArray[np.float32]], Any] = align_ffhq(size)
+        return ffhq
+    return lambda keypoints: align_224(keypoints) * (size / 224.0)
 
 
 def _settings_record(settings: TrainSettings) -> dict[str, Any]:

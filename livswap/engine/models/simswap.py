@@ -99,31 +99,37 @@ class SimSwapGenerator(nn.Module):
             with an extra down/up level, as community 512 checkpoints use).
         latent_size: identity embedding size.
         blocks: number of AdaIN residual blocks.
+        width: channels of the first layer (64 in the official models; the others follow).
     """
 
-    def __init__(self, variant: Variant = "224", latent_size: int = 512, blocks: int = 9) -> None:
+    def __init__(
+        self, variant: Variant = "224", latent_size: int = 512, blocks: int = 9, width: int = 64
+    ) -> None:
         super().__init__()
         if variant not in ("224", "512", "deep"):
             raise ValueError(f"variant must be '224', '512' or 'deep', got {variant!r}")
+        if width < 2 or width % 2:
+            raise ValueError(f"width must be an even number of at least 2, got {width}")
         self.variant = variant
-        first = 32 if variant == "512" else 64
+        w = width  # 64 in the official models; smaller for models trained with livswap train
+        first = w // 2 if variant == "512" else w
         self.first_layer = nn.Sequential(
             nn.ReflectionPad2d(3),
             nn.Conv2d(3, first, 7),
             nn.BatchNorm2d(first),
             nn.ReLU(inplace=True),
         )
-        self.down0 = _down(32, 64) if variant == "512" else None
-        self.down1 = _down(64, 128)
-        self.down2 = _down(128, 256)
-        self.down3 = _down(256, 512)
-        self.down4 = _down(512, 512) if variant == "deep" else None
-        self.BottleNeck = nn.ModuleList(AdaINBlock(512, latent_size) for _ in range(blocks))
-        self.up4 = _up(512, 512) if variant == "deep" else None
-        self.up3 = _up(512, 256)
-        self.up2 = _up(256, 128)
-        self.up1 = _up(128, 64)
-        self.up0 = _up(64, 32) if variant == "512" else None
+        self.down0 = _down(w // 2, w) if variant == "512" else None
+        self.down1 = _down(w, 2 * w)
+        self.down2 = _down(2 * w, 4 * w)
+        self.down3 = _down(4 * w, 8 * w)
+        self.down4 = _down(8 * w, 8 * w) if variant == "deep" else None
+        self.BottleNeck = nn.ModuleList(AdaINBlock(8 * w, latent_size) for _ in range(blocks))
+        self.up4 = _up(8 * w, 8 * w) if variant == "deep" else None
+        self.up3 = _up(8 * w, 4 * w)
+        self.up2 = _up(4 * w, 2 * w)
+        self.up1 = _up(2 * w, w)
+        self.up0 = _up(w, w // 2) if variant == "512" else None
         self.last_layer = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(first, 3, 7), nn.Tanh())
 
     def forward(self, target: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
