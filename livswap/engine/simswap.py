@@ -35,6 +35,7 @@ from livswap.track.landmarks import face_index
 __all__ = [
     "SimSwapEngine",
     "align_224",
+    "align_224_at",
     "align_ffhq_512",
     "arcface_embedding",
     "crop_box_alpha",
@@ -134,7 +135,7 @@ class SimSwapEngine(NeuralEngine):
             # A generator trained with `livswap train --arch simswap`: its own width and size,
             # SimSwap's 224 templates scaled to it.
             generator, weights_key, size = _trained_simswap(store, cfg.engine.model)
-            self.variant = _Variant(f"trained/{cfg.engine.model}", size, _scaled_224(size))
+            self.variant = _Variant(f"trained/{cfg.engine.model}", size, align_224_at(size))
         else:
             if cfg.engine.model:
                 raise EngineError(
@@ -185,7 +186,9 @@ class SimSwapEngine(NeuralEngine):
         return m, outline_alpha(face, m, self.crop, self.box_alpha)
 
 
-def _scaled_224(size: int) -> Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float64]]:
+def align_224_at(size: int) -> Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float64]]:
+    """SimSwap's 224 alignment scaled to a ``size`` crop (models trained at other sizes)."""
+
     def align(keypoints: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
         return align_224(keypoints) * (size / 224.0)
 
@@ -202,12 +205,12 @@ def _trained_simswap(store: ModelStore, name: str) -> tuple[SimSwapGenerator, st
     settings.pop("variant", None)
     try:
         generator = SimSwapGenerator("224", **settings)
-        generator.load_state_dict(load_trained(store, model))
+        state, digest = load_trained(store, model)
+        generator.load_state_dict(state)
     except (TypeError, ValueError, RuntimeError) as exc:
         raise ModelError(
             f"{label}: its weights do not fit its network: {first_line(exc)}"
         ) from None
-    digest = str((store.pinned(f"trained/{name}") or {}).get("sha256", ""))
     return generator.eval(), f"trained-simswap-{name}-{digest[:16]}", model.resolution
 
 

@@ -94,14 +94,14 @@ class StyleSwapEngine(NeuralEngine):
     def __init__(self, cfg: Config) -> None:
         store = ModelStore(model_dir(cfg.models.dir))
         self.model = find_trained(store, "styleswap", cfg.engine.model)
-        generator = build_styleswap(self.model, load_trained(store, self.model))
+        state, digest = load_trained(store, self.model)
+        generator = build_styleswap(self.model, state)
         arcface_path = store.require(self.model.identity_encoder)
         self.crop = self.model.resolution
         self.align = align_ffhq(self.crop)
         self.spec = resolve_spec(cfg.engine)
         self.device = self.spec.device
         cache = store.folder / "cache"
-        digest = str((store.pinned(f"trained/{self.model.name}") or {}).get("sha256", ""))
         self.mix_weights = tuple(cfg.engine.style_mix)
         mixing = "-".join(f"{w:g}" for w in self.mix_weights) or "none"
         self.generator = build_runner(

@@ -155,8 +155,9 @@ def find_trained(store: ModelStore, arch: str, name: str = "") -> TrainedModel:
     return models[-1]
 
 
-def load_trained(store: ModelStore, model: TrainedModel) -> dict[str, Any]:
-    """Its weights, after checking the file against the sha256 pinned when it was written."""
+def load_trained(store: ModelStore, model: TrainedModel) -> tuple[dict[str, Any], str]:
+    """Its weights and sha256, after checking the file against the sha256 pinned when it was
+    written."""
     pinned = store.pinned(_key(model.name))
     label = f"trained model {model.name!r}"
     if pinned is None:
@@ -167,7 +168,7 @@ def load_trained(store: ModelStore, model: TrainedModel) -> dict[str, Any]:
             f"{label}: {model.path.name} has changed since it was trained (sha256 {digest[:12]}…, "
             f"recorded {str(pinned.get('sha256'))[:12]}…); train it again"
         )
-    return load_safetensors(model.path, label)
+    return load_safetensors(model.path, label), digest
 
 
 def _how_to_train(arch: str) -> str:

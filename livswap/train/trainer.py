@@ -32,7 +32,7 @@ from torch import nn
 from livswap.engine.models.arcface import ArcFace, identity_of_crops
 from livswap.engine.models.simswap import SimSwapGenerator
 from livswap.engine.models.styleswap import StyleSwapConfig, StyleSwapGenerator
-from livswap.engine.simswap import align_224
+from livswap.engine.simswap import align_224_at
 from livswap.engine.styleswap import align_ffhq
 from livswap.errors import ConfigError, ModelError
 from livswap.models import ModelStore
@@ -425,7 +425,7 @@ def training_alignment(arch: str, size: int) -> Callable[[npt.NDArray[np.float32
     if arch == "styleswap":
         ffhq: Callable[[npt.NDArray[np.float32]], Any] = align_ffhq(size)
         return ffhq
-    return lambda keypoints: align_224(keypoints) * (size / 224.0)
+    return align_224_at(size)
 
 
 def _settings_record(settings: TrainSettings) -> dict[str, Any]:
