@@ -124,6 +124,9 @@ class BenchEngine(NeuralEngine):
     def placement(self, face: SyntheticFace) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[override]
         return face.to_crop, face.alpha
 
+    def target_regions(self) -> None:
+        return None  # a synthetic face has no landmarks to look for glasses by
+
 
 def measure(
     engine: str,

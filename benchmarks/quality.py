@@ -18,16 +18,19 @@ independent face-recognition model (dlib's ResNet, the ``eval`` extra), never th
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import json
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 from tqdm import tqdm
 
 from livswap.capture import VideoFileSource, read_image
@@ -38,7 +41,6 @@ from livswap.pipeline import close_stages
 from livswap.runloop import run_async
 from livswap.session import build_run, build_stages
 from livswap.track import detect_faces
-from livswap.track.landmarks import face_index
 
 
 class Embedder:
@@ -73,18 +75,63 @@ class Embedder:
 
 @dataclass
 class Person:
+    """One identity: what is swapped from, what is swapped onto, and a held-back view of them."""
+
     name: str
-    photo: Path  # swapped from / onto
-    other: Path  # gallery photo for retrieval
+    source: Image  # swapped from (the person's first photo, or an early frame of their clip)
+    target: Image  # swapped onto (the same first photo, or a middle frame)
+    gallery: Image  # for retrieval only (the second photo, or a late frame)
 
 
 def people_in(folder: Path) -> list[Person]:
+    """A person per sub-folder with two or more photos: the first is swapped, the second is the
+    gallery view."""
     persons = []
     for d in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("_")):
         photos = sorted(p for p in d.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
         if len(photos) >= 2:
-            persons.append(Person(d.name, photos[0], photos[1]))
+            first = read_image(photos[0])
+            persons.append(Person(d.name, first, first, read_image(photos[1])))
     return persons
+
+
+CLIP_POINTS = (0.1, 0.5, 0.9)  # where in a clip its source, target and gallery frames are
+
+
+def people_in_clips(videos: list[Path]) -> list[Person]:
+    """Video-identity mode: each clip is one person. An early frame is the source photo, a
+    middle one the target and a late one the gallery view (each the nearest frame there with a
+    face), so clips count as people without any labelling."""
+    persons = []
+    for video in videos:
+        cap = cv2.VideoCapture(str(video))
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        picked: list[Image | None] = []
+        for point in CLIP_POINTS:
+            frame: Image | None = None
+            for offset in (0, 5, -5, 10, -10, 20, -20):
+                index = int(np.clip(point * count + offset, 0, max(count - 1, 0)))
+                cap.set(cv2.CAP_PROP_POS_FRAMES, index)
+                ok, bgr = cap.read()
+                if not ok:
+                    continue
+                rgb = cast(Image, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+                if detect_faces(rgb, max_faces=1):
+                    frame = rgb
+                    break
+            picked.append(frame)
+        cap.release()
+        source, target, gallery = picked
+        if source is None or target is None or gallery is None:
+            print(f"skip {video.name}: no face near {CLIP_POINTS} of the clip", file=sys.stderr)
+            continue
+        persons.append(Person(video.stem, source, target, gallery))
+    return persons
+
+
+def half_of(name: str) -> str:
+    """ "A" or "B": a fixed split of people by a hash of their name (nobody picks the halves)."""
+    return "AB"[hashlib.sha256(name.encode()).digest()[0] % 2]
 
 
 def landmark_error(swapped: Image, target_landmarks: np.ndarray, target_ipd: float) -> float | None:
@@ -117,42 +164,77 @@ def thumb(
     return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
 
 
-def evaluate_images(args: argparse.Namespace, cfg: Config, embedder: Embedder) -> dict[str, Any]:
-    persons = people_in(args.images)
+SAME_PERSON = 0.6  # dlib's documented threshold: descriptors closer than this are one person
+
+
+def one_person_clips(persons: list[Person], embedder: Embedder) -> list[Person]:
+    """The clips whose source and gallery frames dlib takes for the same person (a clip with
+    cuts, or one that ends on someone else, is not one identity)."""
+    kept = []
+    for p in persons:
+        a, b = embedder.embed(p.source), embedder.embed(p.gallery)
+        if a is None or b is None:
+            print(
+                f"skip {p.name}: dlib finds no face in its source or gallery frame", file=sys.stderr
+            )
+            continue
+        distance = float(np.linalg.norm(a - b))
+        if distance >= SAME_PERSON:
+            print(
+                f"skip {p.name}: its early and late frames are not one person to dlib "
+                f"(distance {distance:.2f} >= {SAME_PERSON}): cuts or another face",
+                file=sys.stderr,
+            )
+            continue
+        kept.append(p)
+    return kept
+
+
+def evaluate_people(
+    args: argparse.Namespace,
+    cfg: Config,
+    embedder: Embedder,
+    persons: list[Person],
+    sheet_path: Path | None,
+) -> dict[str, Any]:
+    """Every ordered pair of different people swapped, scored against everyone's gallery view."""
     if len(persons) < 2:
-        sys.exit(f"{args.images}: need at least two person folders with two photos each")
-    photos = {p.name: read_image(p.photo) for p in persons}
+        sys.exit("need at least two people (photo folders, or clips in video-identity mode)")
     gallery = {}
     target_faces = {}
     for p in persons:
-        other = read_image(p.other)
-        emb = embedder.embed(other)
+        emb = embedder.embed(p.gallery)
         if emb is None:
-            print(f"skip {p.name}: no face in {p.other}", file=sys.stderr)
+            print(f"skip {p.name}: dlib finds no face in its gallery view", file=sys.stderr)
             continue
         gallery[p.name] = emb
-        faces = detect_faces(photos[p.name], max_faces=1)
+        faces = detect_faces(p.target, max_faces=1)
         if faces:
             target_faces[p.name] = faces[0]
+    by_name = {p.name: p for p in persons}
     names = [p.name for p in persons if p.name in gallery and p.name in target_faces]
     gallery_names = list(gallery)
     gallery_matrix = np.stack([gallery[n] for n in gallery_names])
     rows: list[dict[str, Any]] = []
     sheet: list[tuple[Image, Image, Image, str]] = []
-    pairs = [(s, t) for s in names for t in names if s != t]
+    sheet_rows: list[dict[str, Any]] = []
+    pairs = [(s, t) for s in names for t in names if s != t and args.half in ("both", half_of(s))]
     engine = create_engine(cfg)
-    for source_name in tqdm(names, desc="sources", disable=None):
+    sources = [n for n in names if args.half in ("both", half_of(n))]
+    for source_name in tqdm(sources, desc="sources", disable=None):
         try:
-            identity = engine.prepare([photos[source_name]])
+            identity = engine.prepare([by_name[source_name].source])
         except Exception as exc:  # a source without a usable face: count every pair as missed
             print(f"source {source_name}: {exc}", file=sys.stderr)
             continue
         stages = build_stages(cfg, engine, identity, still=True)
+        source_box = detect_box(by_name[source_name].source)
         for target_name in names:
             if target_name == source_name:
                 continue
+            target = by_name[target_name].target
             start = time.perf_counter()
-            frame = swap_still(cfg, stages, photos[target_name])
+            frame = swap_still(cfg, stages, target)
             swap_ms = (time.perf_counter() - start) * 1e3
             face = target_faces[target_name]
             swapped = frame.result
@@ -160,6 +242,7 @@ def evaluate_images(args: argparse.Namespace, cfg: Config, embedder: Embedder) -
             row: dict[str, Any] = {
                 "source": source_name,
                 "target": target_name,
+                "half": half_of(source_name),
                 "swap_ms": round(swap_ms, 1),
                 "swapped": bool(frame.swaps),
             }
@@ -170,40 +253,55 @@ def evaluate_images(args: argparse.Namespace, cfg: Config, embedder: Embedder) -
                 row["dist_target"] = float(d[gallery_names.index(target_name)])
             row["landmark_error"] = landmark_error(swapped, face.landmarks, face.ipd)
             rows.append(row)
-            sheet.append(
-                (
-                    thumb(photos[source_name], box=detect_box(photos[source_name])),
-                    thumb(photos[target_name], box=face.box),
-                    thumb(swapped, box=face.box),
-                    f"{source_name} -> {target_name}",
+            if args.sheet_half in ("both", row["half"]):
+                sheet.append(
+                    (
+                        thumb(by_name[source_name].source, box=source_box),
+                        thumb(target, box=face.box),
+                        thumb(swapped, box=face.box),
+                        f"{source_name} -> {target_name}",
+                    )
                 )
-            )
+                sheet_rows.append(row)
         close_stages(stages)
-    hits = [r.get("nearest") == r["source"] for r in rows]
-    to_target = [r.get("nearest") == r["target"] for r in rows]
-    lm = [r["landmark_error"] for r in rows if r["landmark_error"] is not None]
     result = {
+        "people": len(names),
         "pairs": len(pairs),
-        "swapped": len(rows),
-        "identity_retrieval": round(float(np.mean(hits)) if rows else 0.0, 4),
-        "still_target": round(float(np.mean(to_target)) if rows else 0.0, 4),
-        "chance": round(1 / max(len(gallery_names), 1), 4),
-        "mean_dist_source": round(
-            float(np.mean([r["dist_source"] for r in rows if "dist_source" in r])), 4
-        ),
-        "mean_dist_target": round(
-            float(np.mean([r["dist_target"] for r in rows if "dist_target" in r])), 4
-        ),
-        "landmark_error": round(float(np.mean(lm)), 4) if lm else None,
-        "landmark_error_p90": round(float(np.percentile(lm, 90)), 4) if lm else None,
-        "swap_ms_median": round(float(np.median([r["swap_ms"] for r in rows])), 1)
-        if rows
-        else None,
+        **summary_of(rows, len(gallery_names)),
+        "halves": {
+            half: {
+                "people": sorted({r["source"] for r in rows if r["half"] == half}),
+                **summary_of([r for r in rows if r["half"] == half], len(gallery_names)),
+            }
+            for half in "AB"
+        },
         "rows": rows,
     }
-    if args.sheet:
-        write_sheet(sheet, rows, args.sheet, args.sheet_rows)
+    if sheet_path is not None and sheet:
+        write_sheet(sheet, sheet_rows, sheet_path, args.sheet_rows)
     return result
+
+
+def summary_of(rows: list[dict[str, Any]], gallery_size: int) -> dict[str, Any]:
+    """Retrieval, distances and landmark error over ``rows``."""
+    if not rows:
+        return {"swapped": 0}
+    lm = [r["landmark_error"] for r in rows if r["landmark_error"] is not None]
+    src = [r["dist_source"] for r in rows if "dist_source" in r]
+    tgt = [r["dist_target"] for r in rows if "dist_target" in r]
+    return {
+        "swapped": len(rows),
+        "identity_retrieval": round(
+            float(np.mean([r.get("nearest") == r["source"] for r in rows])), 4
+        ),
+        "still_target": round(float(np.mean([r.get("nearest") == r["target"] for r in rows])), 4),
+        "chance": round(1 / max(gallery_size, 1), 4),
+        "mean_dist_source": round(float(np.mean(src)), 4) if src else None,
+        "mean_dist_target": round(float(np.mean(tgt)), 4) if tgt else None,
+        "landmark_error": round(float(np.mean(lm)), 4) if lm else None,
+        "landmark_error_p90": round(float(np.percentile(lm, 90)), 4) if lm else None,
+        "swap_ms_median": round(float(np.median([r["swap_ms"] for r in rows])), 1),
+    }
 
 
 def detect_box(image: Image) -> tuple[float, float, float, float] | None:
@@ -247,48 +345,216 @@ def write_sheet(
     cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
 
 
-def evaluate_video(
-    args: argparse.Namespace, cfg: Config, video: Path, source: Path
-) -> dict[str, Any]:
-    """Flicker ratio of one video swapped offline through the real pipeline."""
-    idx = face_index()
-    frames: list[tuple[Image, Image, np.ndarray | None]] = []
+@dataclass
+class Collected:
+    captured: Image
+    output: Image
+    hull: npt.NDArray[np.bool_] | None  # inside the tracked face's hull
+
+
+def run_clip(cfg: Config, video: Path, source: Image, max_frames: int) -> list[Collected]:
+    """``video`` swapped offline through the real pipeline; every frame in and out."""
+    frames: list[Collected] = []
 
     class Collect:
         name = "collect"
         wants_stop = False
 
         def send(self, frame: Frame) -> None:
-            oval = frame.faces[0].landmarks[idx.face_oval, :2] if frame.faces else None
-            frames.append((frame.image, frame.result, oval))
+            hull = None
+            if frame.faces:
+                mask = np.zeros(frame.image.shape[:2], np.uint8)
+                points = cv2.convexHull(np.round(frame.faces[0].landmarks[:, :2]).astype(np.int32))
+                cv2.fillConvexPoly(mask, points, 255)
+                hull = mask > 0
+            frames.append(Collected(frame.image, frame.result, hull))
 
         def close(self, outcome: str = "complete") -> None:
             pass
 
-    video_cfg = cfg.replace({"engine.source": [str(source)], "capture.pacing": "fast"})
-    run = build_run(
-        video_cfg,
-        sinks=[Collect()],
-        max_frames=args.video_frames,
-        source=VideoFileSource(video, realtime=False),
-    )
-    run_async(run.pipeline.run)
-    swap_change, orig_change = 0.0, 0.0
-    for (o0, s0, _), (o1, s1, oval) in itertools.pairwise(frames):
-        if oval is None:
+    with tempfile.TemporaryDirectory() as tmp:
+        source_path = Path(tmp) / "source.png"
+        cv2.imwrite(str(source_path), cv2.cvtColor(source, cv2.COLOR_RGB2BGR))
+        video_cfg = cfg.replace({"engine.source": [str(source_path)], "capture.pacing": "fast"})
+        run = build_run(
+            video_cfg,
+            sinks=[Collect()],
+            max_frames=max_frames,
+            source=VideoFileSource(video, realtime=False),
+        )
+        run_async(run.pipeline.run)
+    return frames
+
+
+def evaluate_video(
+    args: argparse.Namespace, cfg: Config, video: Path, source: Image
+) -> dict[str, Any]:
+    """Flicker: the mean frame-to-frame change inside the face hull, swapped over original.
+
+    A still face shows up here: its original barely changes, so any shimmer of the swap is a
+    large ratio."""
+    frames = run_clip(cfg, video, source, args.video_frames)
+    swap_change, orig_change, counted = 0.0, 0.0, 0
+    for a, b in itertools.pairwise(frames):
+        if b.hull is None:
             continue
-        mask = np.zeros(o1.shape[:2], np.uint8)
-        cv2.fillPoly(mask, [np.round(oval).astype(np.int32)], 255)
-        m = mask > 0
-        swap_change += float(np.abs(s1.astype(np.int16) - s0.astype(np.int16))[m].mean())
-        orig_change += float(np.abs(o1.astype(np.int16) - o0.astype(np.int16))[m].mean())
-    with_face = sum(1 for f in frames if f[2] is not None)
+        m = b.hull
+        swap_change += float(
+            np.abs(b.output.astype(np.int16) - a.output.astype(np.int16))[m].mean()
+        )
+        orig_change += float(
+            np.abs(b.captured.astype(np.int16) - a.captured.astype(np.int16))[m].mean()
+        )
+        counted += 1
     return {
         "video": video.name,
         "frames": len(frames),
-        "frames_with_face": with_face,
+        "frames_with_face": sum(1 for f in frames if f.hull is not None),
+        "original_change": round(orig_change / counted, 3) if counted else None,
+        "swapped_change": round(swap_change / counted, 3) if counted else None,
         "flicker_ratio": round(swap_change / orig_change, 4) if orig_change else None,
     }
+
+
+def cut_out_hand(photo: Image) -> tuple[Image, npt.NDArray[np.float32]]:
+    """The most confident hand in ``photo``, cut out with GrabCut (independently of livswap's
+    own hand silhouettes): its pixels and a soft 0..1 alpha, cropped to it."""
+    import mediapipe as mp
+
+    with mp.solutions.hands.Hands(static_image_mode=True, max_num_hands=4) as hands:
+        result = hands.process(photo)
+    if not result.multi_hand_landmarks:
+        sys.exit("--hand-photo: MediaPipe Hands finds no hand in it")
+    h, w = photo.shape[:2]
+    best = max(
+        zip(result.multi_hand_landmarks, result.multi_handedness, strict=True),
+        key=lambda lh: lh[1].classification[0].score,
+    )[0]
+    pts = np.array([(p.x * w, p.y * h) for p in best.landmark], np.float32)
+    palm = float(np.linalg.norm(pts[5] - pts[17]))
+    mask = np.full((h, w), cv2.GC_BGD, np.uint8)
+    hull = cv2.convexHull(np.round(pts).astype(np.int32))
+    probable = np.zeros((h, w), np.uint8)
+    cv2.fillConvexPoly(probable, hull, 255)
+    probable = cast(Image, cv2.dilate(probable, np.ones((int(palm * 0.7) | 1,) * 2, np.uint8)))
+    mask[probable > 0] = cv2.GC_PR_FGD
+    for chain in ((0, 1, 2, 3), (0, 5, 6, 7), (9, 10, 11), (13, 14, 15), (0, 17, 18, 19)):
+        for a, b in itertools.pairwise(chain):
+            cv2.line(
+                mask,
+                tuple(map(int, pts[a])),
+                tuple(map(int, pts[b])),
+                cv2.GC_FGD,
+                max(2, int(palm * 0.08)),
+            )
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    bgr = cv2.cvtColor(photo, cv2.COLOR_RGB2BGR)
+    cv2.grabCut(bgr, mask, None, bgd, fgd, 5, cv2.GC_INIT_WITH_MASK)
+    fg = np.isin(mask, (cv2.GC_FGD, cv2.GC_PR_FGD)).astype(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(fg)
+    if count > 1:
+        fg = (labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))).astype(np.uint8)
+    ys, xs = np.nonzero(fg)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    alpha = cv2.GaussianBlur(fg.astype(np.float32), (0, 0), 1.0)[y0:y1, x0:x1]
+    return photo[y0:y1, x0:x1].copy(), alpha
+
+
+def occluded_clip(
+    video: Path, hand: Image, hand_alpha: npt.NDArray[np.float32], out: Path, max_frames: int
+) -> list[npt.NDArray[np.float32]]:
+    """``video`` with ``hand`` sweeping across the face and back, written losslessly enough to
+    ``out``; returns the hand's alpha in each frame."""
+    import av
+
+    cap = cv2.VideoCapture(str(video))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+    frames: list[Image] = []
+    while len(frames) < max_frames:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        frames.append(cast(Image, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
+    cap.release()
+    box = None
+    for frame in frames:
+        faces = detect_faces(frame, max_faces=1)
+        if faces:
+            box = faces[0].box
+            break
+    if box is None:
+        sys.exit(f"{video}: no face for the occlusion check")
+    x0, y0, x1, y1 = box
+    face_w, face_h = x1 - x0, y1 - y0
+    scale = 0.9 * face_h / hand.shape[0]
+    small = cast(Image, cv2.resize(hand, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA))
+    small_alpha = cv2.resize(hand_alpha, (small.shape[1], small.shape[0]))
+    hh, hw = small.shape[:2]
+    alphas = []
+    container = av.open(str(out), "w")
+    stream = container.add_stream("libx264", rate=round(fps))
+    stream.width, stream.height = frames[0].shape[1], frames[0].shape[0]
+    stream.pix_fmt = "yuv444p"
+    stream.options = {"crf": "8", "preset": "veryfast"}
+    for i, frame in enumerate(frames):
+        phase = i / max(len(frames) - 1, 1)
+        sweep = 1 - abs(2 * phase - 1)  # 0 -> 1 -> 0: across the face and back
+        cx = x0 - 0.6 * face_w + sweep * 2.2 * face_w
+        cy = (y0 + y1) / 2 + 0.1 * face_h
+        left, top = int(cx - hw / 2), int(cy - hh / 2)
+        alpha = np.zeros(frame.shape[:2], np.float32)
+        composed = frame.copy()
+        fx0, fy0 = max(left, 0), max(top, 0)
+        fx1, fy1 = min(left + hw, frame.shape[1]), min(top + hh, frame.shape[0])
+        if fx1 > fx0 and fy1 > fy0:
+            a = small_alpha[fy0 - top : fy1 - top, fx0 - left : fx1 - left]
+            patch = small[fy0 - top : fy1 - top, fx0 - left : fx1 - left].astype(np.float32)
+            region = composed[fy0:fy1, fx0:fx1].astype(np.float32)
+            composed[fy0:fy1, fx0:fx1] = (
+                a[..., None] * patch + (1 - a[..., None]) * region
+            ).astype(np.uint8)
+            alpha[fy0:fy1, fx0:fx1] = a
+        alphas.append(alpha)
+        for packet in stream.encode(av.VideoFrame.from_ndarray(composed, format="rgb24")):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+    return alphas
+
+
+def evaluate_occlusion(
+    args: argparse.Namespace, cfg: Config, video: Path, source: Image, hand: tuple[Image, Any]
+) -> dict[str, Any]:
+    """How much of a hand sweeping over the face survives the swap (inside the face hull), with
+    livswap's hand detection on and off; and how much of the uncovered face is still swapped."""
+    result: dict[str, Any] = {"video": video.name}
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = Path(tmp) / "occluded.mp4"
+        alphas = occluded_clip(video, hand[0], hand[1], clip, args.video_frames)
+        for hands_on in (True, False):
+            frames = run_clip(cfg.replace({"track.hands": hands_on}), clip, source, len(alphas))
+            kept, covered, swapped, bare = 0.0, 0, 0.0, 0
+            for frame, alpha in zip(frames, alphas, strict=False):
+                if frame.hull is None:
+                    continue
+                diff = np.abs(frame.output.astype(np.int16) - frame.captured.astype(np.int16)).mean(
+                    axis=2
+                )
+                on_hand = frame.hull & (alpha > 0.9)
+                off_hand = frame.hull & (alpha < 0.01)
+                kept += float((diff[on_hand] < 12).sum())
+                covered += int(on_hand.sum())
+                swapped += float((diff[off_hand] >= 12).sum())
+                bare += int(off_hand.sum())
+            key = "hands_on" if hands_on else "hands_off"
+            result[key] = {
+                "hand_kept": round(kept / covered, 4) if covered else None,
+                "face_swapped": round(swapped / bare, 4) if bare else None,
+                "frames": len(frames),
+            }
+        result["frames_with_hand_on_face"] = int(sum(1 for a in alphas if a.max() > 0.9))
+    return result
 
 
 def main() -> None:
@@ -296,6 +562,14 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--images", type=Path, help="folder with a sub-folder of photos per person")
+    p.add_argument(
+        "--video-people",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="video-identity mode: each clip is a person (early frame = source, middle = target, "
+        "late = gallery)",
+    )
     p.add_argument(
         "--videos", type=Path, nargs="*", default=[], help="videos for the flicker ratio"
     )
@@ -305,39 +579,79 @@ def main() -> None:
         help="source photo for the videos (default: the first person's photo)",
     )
     p.add_argument("--video-frames", type=int, default=150, help="frames per video")
+    p.add_argument(
+        "--hand-photo",
+        type=Path,
+        help="a photo with a hand: cut out and swept across each of --videos' faces, scored by "
+        "how much of it survives",
+    )
+    p.add_argument(
+        "--half",
+        choices=("A", "B", "both"),
+        default="both",
+        help="swap only from the sources of this half of the split (every person is still a "
+        "target and in the gallery): for tuning on one half without running the other",
+    )
     p.add_argument("--engine", default="mesh")
     p.add_argument("--config", type=Path, help="config.toml to start from")
     p.add_argument("--json", type=Path, required=True)
     p.add_argument("--sheet", type=Path, help="contact sheet PNG (source | target | swap)")
     p.add_argument("--sheet-rows", type=int, default=20)
+    p.add_argument(
+        "--sheet-half",
+        choices=("A", "B", "both"),
+        default="both",
+        help="draw only the swaps whose source is in this half of the split (look at the half "
+        "you tune on; the other half's figures are the held-out check)",
+    )
     args = p.parse_args()
-    if args.images is None and not args.videos:
-        p.error("give --images and/or --videos")
+    if args.images is None and not args.videos and not args.video_people:
+        p.error("give --images, --video-people and/or --videos")
     cfg = load_config(args.config, {"engine.name": args.engine, "output.label": False})
     result: dict[str, Any] = {"engine": args.engine}
+    embedder = Embedder() if args.images is not None or args.video_people else None
+    persons = people_in(args.images) if args.images is not None else []
     if args.images is not None:
-        result["images"] = evaluate_images(args, cfg, Embedder())
+        assert embedder is not None
+        result["images"] = evaluate_people(args, cfg, embedder, persons, args.sheet)
+    if args.video_people:
+        assert embedder is not None
+        clip_sheet = None
+        if args.sheet is not None:
+            clip_sheet = args.sheet.with_name(args.sheet.stem + "-clips" + args.sheet.suffix)
+        clips = one_person_clips(people_in_clips(args.video_people), embedder)
+        result["clips"] = evaluate_people(args, cfg, embedder, clips, clip_sheet)
     if args.videos:
-        source = args.video_source
-        if source is None:
-            if args.images is None:
-                p.error("--videos without --images needs --video-source")
-            source = people_in(args.images)[0].photo
-        result["videos"] = [evaluate_video(args, cfg, v, source) for v in args.videos]
+        if args.video_source is not None:
+            source = read_image(args.video_source)
+        elif persons:
+            source = persons[0].source
+        else:
+            p.error("--videos without --images needs --video-source")
+        result["videos"] = [
+            evaluate_video(args, cfg, v, source) for v in tqdm(args.videos, desc="flicker")
+        ]
         ratios = [v["flicker_ratio"] for v in result["videos"] if v["flicker_ratio"] is not None]
         result["flicker_ratio_max"] = max(ratios) if ratios else None
+        if args.hand_photo is not None:
+            hand = cut_out_hand(read_image(args.hand_photo))
+            result["occlusion"] = [
+                evaluate_occlusion(args, cfg, v, source, hand)
+                for v in tqdm(args.videos, desc="occlusion")
+            ]
     args.json.write_text(json.dumps(result, indent=2) + "\n")
-    summary = {k: v for k, v in result.get("images", {}).items() if k != "rows"}
-    print(
-        json.dumps(
-            {
-                "images": summary,
-                "videos": result.get("videos"),
-                "flicker_ratio_max": result.get("flicker_ratio_max"),
-            },
-            indent=1,
-        )
-    )
+    print(json.dumps(brief(result), indent=1))
+
+
+def brief(result: dict[str, Any]) -> dict[str, Any]:
+    """The result without its per-pair rows, for the terminal."""
+    out: dict[str, Any] = {}
+    for key, value in result.items():
+        if isinstance(value, dict) and "rows" in value:
+            out[key] = {k: v for k, v in value.items() if k != "rows"}
+        else:
+            out[key] = value
+    return out
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Compositor",
+    "HandsInFront",
     "MaskSmoother",
     "fade_curve",
     "feather",
@@ -138,9 +139,10 @@ class Compositor:
     fade: bool = True
     device_path: DeviceFramePath | None = None
     _fades: dict[int, _Fade] = field(default_factory=dict, init=False, repr=False)
+    _hands: HandsInFront = field(default_factory=lambda: HandsInFront(), init=False, repr=False)
 
     def compose(self, frame: Frame) -> None:
-        faces = self._faded(frame.swaps)
+        faces = self._faded(self._hands.apply(frame.swaps, frame.hands))
         if self.device_path is not None and faces:
             output, timings = self.device_path.paste(frame.image, frame.device_image, faces)
             for name, ms in timings.items():
@@ -186,6 +188,42 @@ class Compositor:
         if self.label is not None:
             self.label.draw(output)
         frame.output = output
+
+
+@dataclass
+class HandsInFront:
+    """One stream's hands kept in front of its swapped faces, for every engine.
+
+    Each hand's silhouette is drawn straight into each face's crop space and taken out of the
+    face's alpha. Per track, a hand covers at once (no lag behind a fast hand) and uncovers over
+    a few frames (``release`` per frame), so a detection that drops a frame does not flash the
+    swap over the hand.
+    """
+
+    release: float = 0.5
+    _last: dict[int, FloatArray] = field(default_factory=dict, init=False, repr=False)
+
+    def apply(self, swaps: list[SwappedFace], hands: list[Any]) -> list[SwappedFace]:
+        if not hands and not self._last:
+            return swaps
+        from livswap.track.hands import occluder_mask
+
+        kept: dict[int, FloatArray] = {}
+        out = []
+        for face in swaps:
+            size = face.size
+            mask = occluder_mask(hands, (size, size), face.to_crop)
+            last = self._last.get(face.track_id)
+            if last is not None and last.shape == (size, size):
+                held = last * np.float32(self.release)
+                mask = held if mask is None else np.maximum(mask, held)
+            if mask is None or float(mask.max()) < 0.02:
+                out.append(face)
+                continue
+            kept[face.track_id] = mask
+            out.append(replace(face, alpha=(face.alpha * (1.0 - mask)).astype(np.float32)))
+        self._last = kept
+        return out
 
 
 @dataclass

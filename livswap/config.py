@@ -72,6 +72,8 @@ class TrackConfig:
     min_tracking_confidence: Annotated[float, Range(0.0, 1.0)]
     smoothing_min_cutoff: Annotated[float, Range(0.001, 100)]
     smoothing_beta: Annotated[float, Range(0.0, 100)]
+    hands: bool
+    hand_min_confidence: Annotated[float, Range(0.0, 1.0)]
 
 
 @dataclass(frozen=True)

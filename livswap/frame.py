@@ -80,6 +80,8 @@ class Frame:
             seconds since start for cameras).
         timings_ms: per-stage processing time in milliseconds, filled in by each stage.
         faces: tracked faces (``livswap.track.Face``), filled in by the track stage.
+        hands: hands overlapping a face (``livswap.track.hands.Hand``), filled in by the hands
+            stage; compose keeps them in front of the swapped faces.
         swaps: the swapped faces the engine described, pasted by compose.
         device_image: the frame already uploaded by an engine's device path (compose pastes
             onto it instead of uploading again); opaque outside :mod:`livswap.cuda`.
@@ -93,6 +95,7 @@ class Frame:
     pts: float
     timings_ms: dict[str, float] = field(default_factory=dict)
     faces: list[Any] = field(default_factory=list)
+    hands: list[Any] = field(default_factory=list)
     swaps: list[SwappedFace] = field(default_factory=list)
     device_image: Any = None
     output: Image | None = None

@@ -132,6 +132,15 @@ def build_stages(
             frame.notes.add("no_face")
 
         stages.append(Stage("track", track, track_failed, close=tracker.close))
+        if cfg.track.hands:
+            from livswap.track.hands import HandTracker
+
+            hands = HandTracker(cfg.track.hand_min_confidence, static=still)
+
+            def hands_failed(frame: Frame, exc: BaseException) -> None:
+                frame.hands = []
+
+            stages.append(Stage("hands", hands.track, hands_failed, close=hands.close))
 
     stream = engine.open_stream(identity)
 

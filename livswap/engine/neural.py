@@ -2,7 +2,8 @@
 
 The engine holds the generator (behind one :class:`~livswap.engine.batching.BatchedGenerator`
 for all streams), the identity encoder and the embedding cache. Each stream
-(:class:`NeuralStream`) places its faces, smooths their masks over time, crops them (with
+(:class:`NeuralStream`) places its faces, keeps the target's glasses in front
+(:class:`~livswap.engine.regions.TargetRegions`), smooths their masks over time, crops them (with
 OpenCV, or on the device through its own :class:`~livswap.cuda.DeviceFramePath`), and submits
 the crops to the batched generator; compose waits for the swapped crops and pastes them.
 """
@@ -26,6 +27,7 @@ from livswap.engine.backends import GeneratorRunner
 from livswap.engine.base import EngineStream, Identity
 from livswap.engine.batching import BatchedGenerator
 from livswap.engine.identity import EmbeddingCache, blend
+from livswap.engine.regions import TargetRegions
 from livswap.frame import Frame, Image, SwappedFace
 
 __all__ = ["Latent", "NeuralEngine", "NeuralStream"]
@@ -71,6 +73,11 @@ class NeuralEngine:
         """A face's frame -> crop transform and its paste-back alpha in crop space."""
         raise NotImplementedError
 
+    def target_regions(self) -> TargetRegions | None:
+        """A new stream's memory of what stays the target's (its glasses), or None for faces
+        without landmarks to find them by."""
+        return TargetRegions()
+
     # -- identity ----------------------------------------------------------------------------
     def _identity(self, embedding: npt.NDArray[np.float32]) -> Identity:
         return self._identity_of_latent(self.latent(embedding))
@@ -114,12 +121,21 @@ class NeuralStream:
         self.engine = engine
         self.latent = latent.vector
         self.mask_smoother = MaskSmoother(engine.smoothing)
+        self.regions = engine.target_regions()
         self.device_path = DeviceFramePath(engine.device) if engine.paste_on_device else None
         self.batch_id = engine.batcher.open_stream()
 
     def swap(self, frame: Frame) -> None:
         engine = self.engine
-        placed = {face.track_id: engine.placement(face) for face in frame.faces}
+        if self.regions is not None:
+            self.regions.next_frame()
+        placed = {}
+        for face in frame.faces:
+            m, alpha = engine.placement(face)
+            kept = None
+            if self.regions is not None:
+                kept = self.regions.kept(frame.image, face, m, alpha.shape[0])
+            placed[face.track_id] = (m, alpha if kept is None else alpha * (1.0 - kept))
         alphas = self.mask_smoother.smooth({tid: alpha for tid, (_, alpha) in placed.items()})
         if not placed:
             return

@@ -6,16 +6,22 @@ Per face and frame, in a face-aligned square ("canonical" space, eyes level at f
    landmarks move toward the source's proportions by ``shape_transfer`` (the face outline by
    ``outline_transfer``). The offset is taken against the target's *running neutral* shape, so
    the target's expressions, blinks and speech still come through.
-2. Warp, one pass each: the source photo onto the new shape (the swapped skin and features) and
+2. Warp, one pass each: the source photo (at the pyramid level nearest the face's size, so its
+   fine detail does not alias) onto the new shape (the swapped skin and features) and
    the target frame onto the new shape (reshaping the target's own eyes, inner mouth and
    surroundings consistently; a fixed outer ring keeps the background in place).
-3. Colour: a masked low-pass gain takes the target's lighting and skin tone at low spatial
-   frequencies and keeps the source's detail (the source's baked-in shadows and make-up tint
-   are replaced on purpose by the target's).
-4. Masks: the source's skin mask (no hair, glasses frames, beard edges), minus the target's
-   eyes and inner mouth, minus occluders in front of the target's face; feathered.
+3. Colour, in Lab: a masked low-pass gain on lightness and offset on chroma take the target's
+   lighting, skin tone and colour casts at low spatial frequencies and keep the source's detail
+   (the source's baked-in shadows, coloured light and make-up tint are replaced on purpose);
+   where the source has more detail on its skin than the target, it is toned down to the
+   target's (a crisp photo on a soft video shimmers with every small head movement).
+4. Masks: the source's skin mask (no hair, glasses, beard), minus the target's eyes and inner
+   mouth (its whole lips when the two mouths' expressions differ, and its spectacle frames when
+   it wears glasses), minus occluders in front of the target's face; feathered. Hands are kept
+   in front later, by compose, for every engine.
 
-Temporal state (the target's neutral shape, the colour gain, the occlusion mask) is kept per
+Temporal state (the target's neutral shape, the colour change, contrast, mouth and glasses,
+the occlusion mask) is kept per
 stream and tracked face in canonical space, so smoothing follows the face instead of smearing in
 the frame, and streams sharing the engine never see each other's faces.
 """
@@ -36,8 +42,9 @@ from scipy.spatial import Delaunay
 from livswap.compose import feather, masked_lowpass
 from livswap.config import ComposeConfig, EngineConfig
 from livswap.engine.base import Identity
-from livswap.engine.mesh.source import SourceFace, prepare_source
+from livswap.engine.mesh.source import SourceFace, prepare_source, spectacle_frames
 from livswap.engine.mesh.warp import rasterize
+from livswap.engine.regions import TargetRegions
 from livswap.frame import Frame, Image, SwappedFace
 from livswap.track.landmarks import NUM_LANDMARKS, FaceIndex, face_index
 from livswap.track.tracker import Face
@@ -91,7 +98,6 @@ _RIGID = (
     98,
     327,
 )
-_CHANNEL_MEAN = np.full((1, 3), 1 / 3, np.float32)  # cv2.transform kernel: mean of R, G, B
 _LEFT_EYE_CORNERS = (33, 133)  # image-left eye, outer and inner corner
 _RIGHT_EYE_CORNERS = (362, 263)
 
@@ -212,7 +218,10 @@ class _TrackState:
 
     size: int
     neutral: FloatArray | None = None  # target's running mean shape, in the source's 3D frame
-    gain: FloatArray | None = None  # colour gain map (S, S, 3)
+    gain: FloatArray | None = None  # colour change (S/2, S/2, 3): L gain, a and b offsets
+    contrast: float | None = None  # the source's detail scaled to the target's (<= 1)
+    mouth: float | None = None  # how much the target's own mouth shows (expression mismatch)
+    rims: FloatArray | None = None  # the target's spectacle frames (S/2, S/2), smoothed
     occlusion: FloatArray | None = None  # (S, S) 0..1
     offsets: FloatArray | None = None  # smoothed shape-transfer offsets, image pixels (478, 2)
     last_seen: int = 0
@@ -244,8 +253,8 @@ class MeshEngine:
         for label, sf in zip(labels, prepared, strict=True):
             if sf.glasses:
                 log.warning(
-                    "MeshEngine: %s seems to show glasses; the eye area is taken from the "
-                    "target instead. A photo without glasses swaps better",
+                    "MeshEngine: %s seems to show glasses; their frames are painted out. "
+                    "A photo without glasses swaps better",
                     label,
                 )
             if abs(sf.face.pose.yaw) > 25:
@@ -274,6 +283,7 @@ class MeshStream:
         default_factory=dict, init=False, repr=False
     )
     _frame_count: int = field(default=0, init=False, repr=False)
+    _regions: TargetRegions = field(default_factory=TargetRegions, init=False, repr=False)
 
     def close(self) -> None:
         self._tracks.clear()
@@ -281,6 +291,7 @@ class MeshStream:
     def swap(self, frame: Frame) -> None:
         sources = self.identity.sources
         self._frame_count += 1
+        self._regions.next_frame()
         ordered = sorted(frame.faces, key=lambda f: f.center[0])
         for i, face in enumerate(ordered):
             source = sources[i % len(sources)] if self.cfg.assign == "by_position" else sources[0]
@@ -336,9 +347,10 @@ class MeshStream:
         full = (size, size)
         sx, sy = cv2.resize(hsx, full), cv2.resize(hsy, full)
         tx, ty = cv2.resize(htx, full), cv2.resize(hty, full)
-        src_warp = cv2.remap(
-            source.image, sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-        )
+        texture, scale = source.texture(EYE_DISTANCE * size)
+        if scale != 1.0:  # pixel centres: level coordinate = (x + 0.5) * scale - 0.5
+            sx, sy = (sx + 0.5) * scale - 0.5, (sy + 0.5) * scale - 0.5
+        src_warp = cv2.remap(texture, sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         tgt_warp = cv2.remap(image, tx, ty, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
         # 3. Masks, at half resolution (they are smooth; this halves their cost twice over).
@@ -356,33 +368,78 @@ class MeshStream:
             keep |= _fill(shape, dst_h[idx.left_eye]) | _fill(shape, dst_h[idx.right_eye])
         if self.cfg.keep_target_mouth:
             keep |= _fill(shape, dst_h[idx.lips_inner])
+        ipd, points = EYE_DISTANCE * size, dst[:NUM_LANDMARKS]
         oval_in = cv2.erode(oval, _disk(2.0 * unit))
         keep_soft = feather(cv2.dilate(keep, _disk(0.5 * unit)), 0.8 * unit)
+        if self._regions.wears_glasses(face.track_id, tgt_warp, points, ipd):
+            # The target's glasses stay on its face: its frames show, not ghost rims. Which
+            # pixels are rim varies a little from frame to frame: smoothed like the other masks.
+            frames = spectacle_frames(tgt_warp, points, ipd)
+            rims = feather(
+                cv2.resize(cv2.dilate(frames, _disk(0.06 * ipd)), shape, cv2.INTER_AREA), 0.8 * unit
+            )
+            if state.rims is not None and state.rims.shape == rims.shape and smoothing > 0:
+                rims = np.maximum(rims, smoothing * state.rims + (1 - smoothing) * rims)
+            state.rims = rims
+            keep_soft = np.maximum(keep_soft, rims)
+        else:
+            state.rims = None
         tgt_half = cv2.resize(tgt_warp, shape, interpolation=cv2.INTER_AREA)
         occlusion = self._occlusion(tgt_half, oval_in, dst_h, idx, state, smoothing, unit)
         alpha = feather(oval_in, 2.5 * unit) * skin * (1 - keep_soft) * (1 - occlusion)
+        # A source photo's expression lives in its lips and the creases beside them: a grin
+        # pasted onto a closed or pursed mouth stays a grin, skewed. Where the two mouths'
+        # expressions differ, the target's own lips and mouth corners show.
+        mouth = self._mouth_mismatch(source, face, state)
+        if mouth > 0.01:
+            lips = cv2.dilate(_fill(shape, dst_h[idx.lips_outer]), _disk(2.5 * unit))
+            alpha *= 1 - mouth * feather(lips, 3.0 * unit)
 
-        # 4. Colour: target lighting and tone at low frequencies, source detail above them.
+        # 4. Colour, in Lab: the target's lighting (a gain on L) and its skin tone and colour
+        # casts (an offset on a and b, at half the scale: a coloured lamp on the source leaves
+        # streaks finer than its shading) at low frequencies, the source's detail above them.
+        # An offset cannot overshoot the way a per-channel RGB gain does (a tanned source onto
+        # a pale target needed blue x3 and was clipped to yellow).
         region = ((oval_in > 0) & (keep == 0)).astype(np.float32)
-        src_half = cv2.resize(src_warp, shape, interpolation=cv2.INTER_AREA).astype(np.float32)
+        src_lab = _to_lab(cv2.resize(src_warp, shape, interpolation=cv2.INTER_AREA))
+        tgt_lab = _to_lab(tgt_half)
         sigma = self.colour_sigma * half
-        low_src = masked_lowpass(src_half, region * (skin > 0.5), sigma, downscale=2)
-        low_tgt = masked_lowpass(
-            tgt_half.astype(np.float32), region * (1 - occlusion), sigma, downscale=2
-        )
-        raw_gain = (low_tgt + 1.0) / (low_src + 1.0)
+        src_region, tgt_region = region * (skin > 0.5), region * (1 - occlusion)
+        low_src = masked_lowpass(src_lab, src_region, sigma, downscale=2)
+        low_tgt = masked_lowpass(tgt_lab, tgt_region, sigma, downscale=2)
+        fine_src = masked_lowpass(src_lab, src_region, sigma * 0.5, downscale=2)
+        fine_tgt = masked_lowpass(tgt_lab, tgt_region, sigma * 0.5, downscale=2)
+        gain = (low_tgt[..., 0] + 1.0) / (low_src[..., 0] + 1.0)
         # Bounded: beyond about 2.5x the source has too little light there to recover (a deep
-        # shadow, a coloured lamp), and amplifying it shows as a blown patch. Where the needed
-        # brightness change is that extreme, the swap fades to the target instead.
-        brightness = cv2.transform(raw_gain, _CHANNEL_MEAN)  # = mean(axis=2), 20x faster
-        usable = np.clip(np.minimum((3.2 - brightness) / 1.2, (brightness - 0.3) / 0.25), 0, 1)
+        # shadow), and amplifying it shows as a blown patch. Where the needed brightness
+        # change is that extreme, the swap fades to the target instead.
+        usable = np.clip(np.minimum((3.2 - gain) / 1.2, (gain - 0.3) / 0.25), 0, 1)
         alpha *= cv2.GaussianBlur(usable.astype(np.float32), (0, 0), 2.0 * unit)
-        gain = np.clip(raw_gain, 0.4, 2.5)
-        if state.gain is not None and state.gain.shape == gain.shape and smoothing > 0:
-            gain = smoothing * state.gain + (1 - smoothing) * gain
-        state.gain = gain
-        gain_full = cv2.resize(gain, (size, size), interpolation=cv2.INTER_LINEAR)
-        face_rgb = cv2.multiply(src_warp, gain_full, dtype=cv2.CV_8U)
+        change = np.dstack([np.clip(gain, 0.4, 2.5), fine_tgt[..., 1:] - fine_src[..., 1:]])
+        if state.gain is not None and state.gain.shape == change.shape and smoothing > 0:
+            change = smoothing * state.gain + (1 - smoothing) * change
+        state.gain = change
+        # Contrast: the source's detail above the lighting scale (features, creases, and the
+        # edges of its own shadows) is toned down to the target's where the source has more,
+        # never up. A crisp photo on a soft video frame looks pasted on, and every small head
+        # movement would change the swap more than the face it replaces.
+        contrast = _detail_ratio(tgt_lab, low_tgt, tgt_region, src_lab, low_src, src_region)
+        if state.contrast is not None and smoothing > 0:
+            contrast = smoothing * state.contrast + (1 - smoothing) * contrast
+        state.contrast = contrast
+        change_full = cv2.resize(change, (size, size), interpolation=cv2.INTER_LINEAR)
+        face_lab = _to_lab(src_warp)
+        lightness = face_lab[..., 0]
+        if contrast < 0.99:
+            # Only on what is the source's own skin: towards the edge of a left-out beard the
+            # local mean is the skin's, and toning the beard towards it would paint it white.
+            base = cv2.resize(low_src[..., 0], (size, size), interpolation=cv2.INTER_LINEAR)
+            toned = (1.0 - contrast) * np.clip(skin * 2.0 - 1.0, 0.0, 1.0)
+            factor = cv2.resize(1.0 - toned, (size, size), interpolation=cv2.INTER_LINEAR)
+            lightness[...] = base + factor * (lightness - base)
+        lightness *= change_full[..., 0]
+        face_lab[..., 1:] += change_full[..., 1:]
+        face_rgb = _from_lab(face_lab)
         alpha_full = cv2.resize(alpha, (size, size), interpolation=cv2.INTER_LINEAR)
         out = cv2.blendLinear(face_rgb, tgt_warp, alpha_full, 1.0 - alpha_full)
 
@@ -399,6 +456,18 @@ class MeshStream:
         patch_alpha = feather(changed, 2.0 * unit) * feather(inside_ring, 2.0 * unit)
         patch_alpha = cv2.resize(patch_alpha, (size, size), interpolation=cv2.INTER_LINEAR)
         return SwappedFace(face.track_id, to_canon, patch_alpha, crop=out)
+
+    def _mouth_mismatch(self, source: SourceFace, face: Face, state: _TrackState) -> float:
+        """0 when the source's and the target's mouths show the same expression, rising to 1
+        as the smile or the opening differ (smoothed over time)."""
+        difference = float(
+            np.linalg.norm(_expression(source.face.landmarks) - _expression(face.landmarks))
+        )
+        weight = float(np.clip((difference - _MOUTH_ALIKE) / _MOUTH_RAMP, 0.0, 1.0))
+        if state.mouth is not None:
+            weight = 0.7 * state.mouth + 0.3 * weight
+        state.mouth = weight
+        return weight
 
     def _transfer_shape(self, face: Face, source: SourceFace, state: _TrackState) -> FloatArray:
         """Target landmarks (image pixels, x and y) moved toward the source's proportions.
@@ -512,6 +581,65 @@ class MeshStream:
             occl = smoothing * state.occlusion + (1 - smoothing) * occl
         state.occlusion = occl
         return occl
+
+
+_CONTRAST_FLOOR = 0.5  # the source keeps at least half its detail: it carries the identity
+
+
+def _detail_ratio(
+    target: FloatArray,
+    target_low: FloatArray,
+    target_region: FloatArray,
+    source: FloatArray,
+    source_low: FloatArray,
+    source_region: FloatArray,
+) -> float:
+    """The target's lightness detail (above the low-pass) over the source's, where each is
+    face skin and features; between the floor and 1."""
+
+    def amplitude(lab: FloatArray, low: FloatArray, region: FloatArray) -> float:
+        weight = float(region.sum())
+        if weight < 1.0:
+            return 0.0
+        return float((np.abs(lab[..., 0] - low[..., 0]) * region).sum()) / weight
+
+    src = amplitude(source, source_low, source_region)
+    if src <= 1e-3:
+        return 1.0
+    ratio = amplitude(target, target_low, target_region) / src
+    return float(np.clip(ratio, _CONTRAST_FLOOR, 1.0))
+
+
+def _to_lab(image: Image) -> FloatArray:
+    """uint8 RGB -> float32 Lab (L 0..100, a and b about -100..100)."""
+    return cv2.cvtColor(image.astype(np.float32) * np.float32(1 / 255), cv2.COLOR_RGB2Lab)
+
+
+def _from_lab(lab: FloatArray) -> Image:
+    rgb = cv2.cvtColor(lab, cv2.COLOR_Lab2RGB)
+    return cv2.convertScaleAbs(rgb, alpha=255.0)
+
+
+# Expressions closer than this (smile and opening, over the mouth's width) count as the same;
+# the target's lips take over fully this much beyond it. A neutral and a grinning mouth
+# differ by about 0.25.
+_MOUTH_ALIKE, _MOUTH_RAMP = 0.12, 0.1
+_MOUTH_CORNERS = (61, 291)
+_LIP_MIDDLE = (0, 17)  # the top of the upper lip and the bottom of the lower lip, mid-line
+_INNER_LIPS = (13, 14)
+
+
+def _expression(points: FloatArray) -> FloatArray:
+    """A mouth's smile (corners above the lips' middle) and opening, over its width, measured
+    across the eye line so that a tilted head reads the same."""
+    across = _unit(points[263, :2] - points[33, :2])
+    down = np.array([-across[1], across[0]], np.float32)
+    left, right = points[list(_MOUTH_CORNERS), :2]
+    width = max(float(np.linalg.norm(right - left)), 1.0)
+    middle = points[list(_LIP_MIDDLE), :2].mean(axis=0)
+    smile = float((middle - (left + right) / 2) @ down) / width
+    opening = float((points[_INNER_LIPS[1], :2] - points[_INNER_LIPS[0], :2]) @ down) / width
+    return np.array([smile, opening], np.float32)
 
 
 def _unit(v: FloatArray) -> FloatArray:

@@ -15,11 +15,21 @@ from livswap.frame import Image
 from livswap.track.landmarks import face_index
 from livswap.track.tracker import Face, detect_faces
 
-__all__ = ["SourceFace", "prepare_source", "skin_mask"]
+__all__ = [
+    "SourceFace",
+    "glasses_area",
+    "glasses_score",
+    "prepare_source",
+    "skin_mask",
+    "spectacle_frames",
+    "without_glasses",
+]
 
 # OpenCV returns loosely typed arrays; intermediates here are float32 or uint8 by construction.
 FloatArray = npt.NDArray[Any]
 
+# The nose's outer points (wings and bridge), for the middle of the face.
+_NOSE_SIDES = np.array([48, 278, 129, 358, 98, 327, 168, 6], np.intp)
 # Cheek and mid-forehead landmarks: reliably bare skin, used to learn the skin colour.
 _SKIN_SAMPLE_POINTS = (50, 280, 205, 425, 101, 330, 118, 347, 151, 9, 108, 337)
 
@@ -29,12 +39,13 @@ class SourceFace:
     """A prepared source photo.
 
     Attributes:
-        image: RGB uint8 source photo.
+        image: RGB uint8 source photo (with spectacle frames painted out, when it has them).
         face: its largest face (landmarks in the photo's pixels).
         skin: (H, W) float32 0..1: where the photo shows the face's own skin and features; 0 on
-            hair, glasses (the whole eye surround when the photo has them: the target's own
-            eyes and brows show there instead), beard edges and background.
+            hair and background.
         key: content hash of the photo.
+        glasses: whether the photo showed glasses (see :func:`without_glasses`).
+        levels: the photo halved again and again (``cv2.pyrDown``), see :meth:`texture`.
     """
 
     image: Image
@@ -42,6 +53,18 @@ class SourceFace:
     skin: FloatArray
     key: str
     glasses: bool = False
+    levels: tuple[Image, ...] = ()
+
+    def texture(self, ipd: float) -> tuple[Image, float]:
+        """The photo at the coarsest pyramid level whose eyes are still at least ``ipd`` apart,
+        and its scale (level pixels per photo pixel). Sampling a photo much finer than the
+        face it is drawn into aliases: its fine detail shimmers as the face moves."""
+        image, scale = self.image, 1.0
+        for level in self.levels:
+            if self.face.ipd * scale * 0.5 < 2 * ipd:
+                break
+            image, scale = level, scale * 0.5
+        return image, scale
 
 
 def _poly_mask(shape: tuple[int, int], points: FloatArray) -> npt.NDArray[Any]:
@@ -65,18 +88,123 @@ def _lowered_forehead(
     return pts
 
 
-def _skin_model(ycc: FloatArray, lm: FloatArray, ipd: float) -> tuple[FloatArray, FloatArray]:
-    r = max(2, int(ipd * 0.08))
-    samples = []
-    for p in _SKIN_SAMPLE_POINTS:
-        x, y = np.round(lm[p]).astype(int)
-        patch = ycc[max(y - r, 0) : y + r + 1, max(x - r, 0) : x + r + 1].reshape(-1, 3)
+def _patches(values: FloatArray, points: FloatArray, radius: int) -> FloatArray:
+    """The pixels of ``values`` in a square of ``radius`` around each point, stacked."""
+    out = []
+    for x, y in np.round(points).astype(int):
+        patch = values[max(y - radius, 0) : y + radius + 1, max(x - radius, 0) : x + radius + 1]
         if patch.size:
-            samples.append(patch)
-    pts = np.concatenate(samples)
-    mean = np.median(pts, axis=0)
-    spread = np.maximum(np.percentile(np.abs(pts - mean), 90, axis=0), (6.0, 3.0, 3.0))
-    return mean.astype(np.float32), spread.astype(np.float32)
+            out.append(patch.reshape(-1, *values.shape[2:]))
+    return np.concatenate(out)
+
+
+@dataclass(frozen=True)
+class _SkinModel:
+    """The face's own skin, learned from its cheeks and forehead: Lab median, the inverse
+    covariance of its chroma (a, b), and how textured bare skin is at this scale."""
+
+    mean: FloatArray
+    chroma_inverse: FloatArray
+    texture: float
+
+
+def _skin_model(lab: FloatArray, energy: FloatArray, lm: FloatArray, ipd: float) -> _SkinModel:
+    r = max(2, int(ipd * 0.08))
+    pts = lm[list(_SKIN_SAMPLE_POINTS)]
+    samples = _patches(lab, pts, r)
+    mean = np.median(samples, axis=0)
+    # A strand or a mole inside a sample patch must not widen the model: the closest 85%.
+    dist = np.linalg.norm(samples - mean, axis=1)
+    core = samples[dist <= np.percentile(dist, 85)]
+    cov = np.cov(core[:, 1:].T) + np.eye(2) * 2.0
+    return _SkinModel(
+        mean=mean.astype(np.float32),
+        chroma_inverse=np.linalg.inv(cov).astype(np.float32),
+        texture=float(np.median(_patches(energy, pts, r))),
+    )
+
+
+def _like_the_hair(
+    lab: FloatArray, lm: FloatArray, ipd: float, skin: _SkinModel, texture: FloatArray
+) -> npt.NDArray[np.bool_]:
+    """Pixels closer to the person's own hair than to their skin, and textured.
+
+    The hair's colour is learned just outside the outline of the forehead and temples, from
+    what there is clearly not skin (nothing when the person is bald or the hair is
+    pulled back: then the test finds nothing).
+    """
+    idx = face_index()
+    h, w = lab.shape[:2]
+    center = lm[idx.face_oval].mean(axis=0)
+    outline = lm[idx.face_oval]
+    upper = outline[outline[:, 1] < lm[[33, 263], 1].mean()]
+    rings = [center + (upper - center) * f for f in (1.08, 1.16, 1.24)]
+    pts = np.concatenate(rings)
+    pts = pts[(pts[:, 0] >= 0) & (pts[:, 0] < w) & (pts[:, 1] >= 0) & (pts[:, 1] < h)]
+    if len(pts) < 8:
+        return np.zeros((h, w), bool)
+    samples = _patches(lab, pts, max(1, int(ipd * 0.04)))
+    d = samples[:, 1:] - skin.mean[1:]
+    chroma = np.sqrt(np.einsum("ni,ij,nj->n", d, skin.chroma_inverse, d))
+    hair = samples[(chroma > 2.5) | (np.abs(samples[:, 0] - skin.mean[0]) > 20)]
+    if len(hair) < 0.2 * len(samples):
+        return np.zeros((h, w), bool)
+    mean_h = hair.mean(axis=0)
+    inv_h = np.linalg.inv(np.cov(hair.T) + np.eye(3) * 4.0).astype(np.float32)
+    flat = lab.reshape(-1, 3)
+    dh = flat - mean_h
+    to_hair = np.sqrt(np.einsum("ni,ij,nj->n", dh, inv_h, dh)).reshape(h, w)
+    ds = flat[:, 1:] - skin.mean[1:]
+    to_skin = np.sqrt(np.einsum("ni,ij,nj->n", ds, skin.chroma_inverse, ds)).reshape(h, w)
+    return (to_hair < 2.0) & (to_hair < to_skin) & (texture > 1.2)
+
+
+def _facial_hair(image: Image, lm: FloatArray, ipd: float) -> npt.NDArray[Any]:
+    """uint8 mask of a beard, stubble or moustache: below the nose, much darker than the cheeks
+    for their spread of brightness (on someone else's chin, the source's beard texture is
+    what looks most pasted-on). The lips and their corners are never facial hair."""
+    idx = face_index()
+    h, w = image.shape[:2]
+    luma = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    samples = _patches(luma[..., None], lm[list(_SKIN_SAMPLE_POINTS)], max(2, int(ipd * 0.08)))
+    mean = float(np.median(samples))
+    spread = max(float(np.percentile(np.abs(samples - mean), 90)), 6.0)
+    beard = luma < mean - 2.4 * spread - 10
+    beard[: int(max(lm[2, 1], 0)), :] = False
+    lips = _poly_mask((h, w), lm[idx.lips_outer])
+    k = max(3, int(ipd * 0.04)) | 1
+    lips = cv2.dilate(lips, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    return np.where(lips > 0, 0, beard.astype(np.uint8) * 255).astype(np.uint8)
+
+
+def _hair_and_background(
+    image: Image, lm: FloatArray, ipd: float, oval: npt.NDArray[Any]
+) -> npt.NDArray[Any]:
+    """uint8 mask of what inside the face outline may be hair or background rather than the
+    face's skin. The evidence:
+
+    - chroma far from the skin's (dark or coloured hair, background);
+    - chroma somewhat off *and* textured (strands);
+    - strongly textured and brighter than the skin, or much darker (blond strands share the
+      skin's hue; shading is smooth, so it is not mistaken for them);
+    - close to the colour of the person's own hair (:func:`_like_the_hair`) and textured.
+
+    Facial hair is found separately (:func:`_facial_hair`).
+    """
+    h, w = image.shape[:2]
+    lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
+    lum = lab[..., 0]
+    detail = lum - cv2.GaussianBlur(lum, (0, 0), ipd * 0.025)
+    energy = np.sqrt(cv2.GaussianBlur(detail * detail, (0, 0), ipd * 0.06))
+    model = _skin_model(lab, energy, lm, ipd)
+    d = (lab[..., 1:] - model.mean[1:]).reshape(-1, 2)
+    chroma = np.sqrt(np.einsum("ni,ij,nj->n", d, model.chroma_inverse, d)).reshape(h, w)
+    texture = energy / (model.texture + 1.0)
+    brighter = lum - model.mean[0]
+    far = chroma > 6.0
+    strands = ((chroma > 2.5) & (texture > 2.0)) | _like_the_hair(lab, lm, ipd, model, texture)
+    blond = (texture > 3.2) & (brighter > 8)
+    return ((far | strands | blond) & (oval > 0)).astype(np.uint8) * 255
 
 
 def glasses_score(image: Image, face: Face) -> float:
@@ -86,15 +214,21 @@ def glasses_score(image: Image, face: Face) -> float:
     strong horizontal edges there. Scores above about 2.3 mean glasses (deep frown lines alone
     reach about 2; faint translucent rims stay below and are not caught).
     """
-    lm = face.landmarks[:, :2]
-    ipd = max(face.ipd, 8.0)
-    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    gy = np.abs(cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3))
+    return glasses_score_at(image, face.landmarks[:, :2], max(face.ipd, 8.0))
+
+
+def glasses_score_at(image: Image, lm: FloatArray, ipd: float) -> float:
+    """:func:`glasses_score` for landmarks ``lm`` (pixels of ``image``) ``ipd`` apart; only
+    the boxes it measures are filtered, so it is cheap on a whole video frame."""
 
     def box_mean(center: FloatArray, rw: float, rh: float) -> float:
         x, y = int(center[0]), int(center[1])
-        box = gy[max(y - int(rh), 0) : y + int(rh) + 1, max(x - int(rw), 0) : x + int(rw) + 1]
-        return float(box.mean()) if box.size else 0.0
+        y0, x0 = max(y - int(rh) - 1, 0), max(x - int(rw) - 1, 0)
+        patch = image[y0 : y + int(rh) + 2, x0 : x + int(rw) + 2]
+        if patch.shape[0] < 3 or patch.shape[1] < 3:
+            return 0.0
+        gray = cv2.cvtColor(patch, cv2.COLOR_RGB2GRAY).astype(np.float32)
+        return float(np.abs(cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3))[1:-1, 1:-1].mean())
 
     bridge = box_mean((lm[168] + lm[6]) / 2, ipd * 0.08, ipd * 0.15)
     cheeks = (box_mean(lm[50], ipd * 0.1, ipd * 0.1) + box_mean(lm[280], ipd * 0.1, ipd * 0.1)) / 2
@@ -108,10 +242,14 @@ def glasses_region(image: Image, face: Face) -> npt.NDArray[Any] | None:
     """Where spectacles sit (both eye surrounds, the brows and the bridge), or None."""
     if glasses_score(image, face) < GLASSES_THRESHOLD:
         return None
+    return glasses_area(image.shape[:2], face.landmarks[:, :2], max(face.ipd, 8.0))
+
+
+def glasses_area(shape: tuple[int, int], lm: FloatArray, ipd: float) -> npt.NDArray[Any]:
+    """uint8 mask of where spectacles would sit on a face with landmarks ``lm`` (pixels of an
+    image of ``shape``, ``ipd`` apart): both eye surrounds, the brows and the bridge."""
     idx = face_index()
-    lm = face.landmarks[:, :2]
-    h, w = image.shape[:2]
-    ipd = max(face.ipd, 8.0)
+    h, w = shape
     region = np.zeros((h, w), np.uint8)
     for loop in (idx.left_eye, idx.right_eye):
         region |= _poly_mask((h, w), lm[loop])
@@ -125,13 +263,68 @@ def glasses_region(image: Image, face: Face) -> npt.NDArray[Any] | None:
     return region
 
 
-def skin_mask(image: Image, face: Face) -> FloatArray:
+def spectacle_frames(image: Image, lm: FloatArray, ipd: float) -> npt.NDArray[Any]:
+    """uint8 mask of spectacle frames on the face with landmarks ``lm`` (``ipd`` apart).
+
+    Frames are thin lines darker than what is around them (a black-hat a sixth of the eye
+    distance wide finds them) inside the spectacle area, outside the eye openings; thin
+    bright metal rims are not found (they also show least as ghosts). A rim often runs along
+    the brows: there only what is darker than the brow
+    hair counts. Only the spectacle area's bounding box is filtered.
+    """
+    idx = face_index()
+    h, w = image.shape[:2]
+    area = glasses_area((h, w), lm, ipd)
+    # No rim sits well above the brows, where hair strands are thin dark lines too.
+    brow_top = float(lm[np.concatenate([idx.left_brow, idx.right_brow]), 1].min())
+    area[: max(0, int(brow_top - 0.1 * ipd)), :] = 0
+    x, y, bw, bh = cv2.boundingRect(area)
+    frames = np.zeros((h, w), np.uint8)
+    if bw < 3 or bh < 3:
+        return frames
+    gray = cv2.cvtColor(image[y : y + bh, x : x + bw], cv2.COLOR_RGB2GRAY)
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (max(3, int(ipd / 6)) | 1,) * 2)
+    box_area = area[y : y + bh, x : x + bw] > 0
+    lines = cv2.morphologyEx(gray, cv2.MORPH_BLACKHAT, k)
+    # Against the typical level there (wrinkles, lashes, creases).
+    found = (lines > max(14.0, 4.0 * float(np.median(lines[box_area])))) & box_area
+    eyes = np.zeros((h, w), np.uint8)
+    for loop in (idx.left_eye, idx.right_eye):
+        eyes |= _poly_mask((h, w), lm[loop])
+    brows = np.zeros((h, w), np.uint8)
+    for group in (idx.left_brow, idx.right_brow):
+        brows |= _poly_mask((h, w), cv2.convexHull(lm[group].astype(np.float32)).reshape(-1, 2))
+    near = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (max(3, int(ipd * 0.06)) | 1,) * 2)
+    eyes = cv2.dilate(eyes, near)[y : y + bh, x : x + bw] > 0
+    brows = cv2.dilate(brows, near)[y : y + bh, x : x + bw] > 0
+    brow_level = float(np.median(gray[brows])) if brows.any() else 0.0
+    found &= ~eyes & ~(brows & (gray > brow_level - 25))
+    frames[y : y + bh, x : x + bw] = found.astype(np.uint8) * 255
+    return frames
+
+
+def without_glasses(image: Image, face: Face) -> Image | None:
+    """``image`` with the spectacle frames on ``face`` painted out, or None without glasses.
+
+    OpenCV's inpainting fills the frames (:func:`spectacle_frames`) from the skin around
+    them. The lenses' tint and reflections stay: thin rims are what shows most on another face.
+    """
+    if glasses_score(image, face) < GLASSES_THRESHOLD:
+        return None
+    ipd = max(face.ipd, 8.0)
+    frames = spectacle_frames(image, face.landmarks[:, :2], ipd)
+    grow = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (max(3, int(ipd * 0.05)) | 1,) * 2)
+    painted = cv2.inpaint(image, cv2.dilate(frames, grow), max(2.0, ipd * 0.05), cv2.INPAINT_TELEA)
+    return np.ascontiguousarray(painted, np.uint8)
+
+
+def skin_mask(image: Image, face: Face, *, glasses: bool = True) -> FloatArray:
     """Soft mask of the face's own skin and features inside the face outline.
 
-    Skin colour is learned from the cheeks and forehead (YCrCb mean and spread); inside the
-    outline, pixels far from it (hair, glasses frames, a beard, background showing through)
-    are excluded, except on the brows, eyes and lips, which belong to the face whatever their
-    colour. The result is cleaned up morphologically and feathered.
+    Skin is learned from the cheeks and forehead (:func:`_hair_and_background`); what reaches
+    in from the outline and is not skin (hair, background showing through), facial hair and
+    glasses are excluded (hair never in the middle of the face: eyes, brows, nose, lips), and
+    the outline of the forehead and temples fades out (:func:`_temple_ramp`). Feathered.
     """
     idx = face_index()
     lm = face.landmarks[:, :2]
@@ -139,34 +332,31 @@ def skin_mask(image: Image, face: Face) -> FloatArray:
     ipd = max(face.ipd, 8.0)
     brows = np.concatenate([idx.left_brow, idx.right_brow])
     oval = _poly_mask((h, w), _lowered_forehead(lm, idx.face_oval, brows, 0.3))
-    ycc = cv2.cvtColor(image, cv2.COLOR_RGB2YCrCb).astype(np.float32)
-    mean, spread = _skin_model(ycc, lm, ipd)
-    chroma = np.abs(ycc[..., 1:] - mean[1:]) / spread[1:]
-    chroma_far = chroma.max(axis=2) > 3.0
-    # Beards, stubble and moustaches are darker than the cheeks at the same chroma; below the
-    # nose (where they grow, and where skin is rarely in deep shadow) the test is stricter.
-    too_dark = ycc[..., 0] < mean[0] - 3.0 * spread[0] - 12
-    below_nose = np.zeros((h, w), bool)
-    below_nose[int(max(lm[2, 1], 0)) :, :] = True
-    too_dark |= below_nose & (ycc[..., 0] < mean[0] - 2.4 * spread[0] - 10)
-    non_skin = (chroma_far | too_dark).astype(np.uint8) * 255
-    # The eyes, lips and brows belong to the face whatever their colour; protect them tightly so
-    # that a moustache right above the lips is still left out.
-    features = np.zeros((h, w), np.uint8)
-    for loop in (idx.left_eye, idx.right_eye, idx.lips_outer):
-        features |= _poly_mask((h, w), lm[loop])
-    for group in (idx.left_brow, idx.right_brow):
-        hull = cv2.convexHull(lm[group].astype(np.float32))
-        features |= _poly_mask((h, w), hull.reshape(-1, 2))
-    k = max(3, int(ipd * 0.04)) | 1
-    features = cv2.dilate(features, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
-    non_skin[features > 0] = 0
-    glasses = glasses_region(image, face)
-    if glasses is not None:
-        non_skin |= glasses
-    ks = max(3, int(ipd * 0.06)) | 1
+    non_skin = _hair_and_background(image, lm, ipd, oval)
+    # Hair and background come in from the outline: they never reach the middle of a face
+    # that can be swapped from (the hull of its eyes, brows, nose and lips), where make-up,
+    # creases and shading are the likelier cause of an off-skin pixel.
+    middle = np.concatenate([idx.left_eye, idx.right_eye, brows, idx.lips_outer, _NOSE_SIDES])
+    non_skin[
+        _poly_mask((h, w), cv2.convexHull(lm[middle].astype(np.float32)).reshape(-1, 2)) > 0
+    ] = 0
+    ks = max(3, int(ipd * 0.05)) | 1
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (ks, ks))
     non_skin = cv2.morphologyEx(non_skin, cv2.MORPH_OPEN, kernel)
+    # Even outside the middle, only what reaches in from the outline is hair or background.
+    band = max(3, int(ipd * 0.25)) | 1
+    edge = cv2.subtract(
+        oval, cv2.erode(oval, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (band, band)))
+    )
+    _count, labels = cv2.connectedComponents(non_skin)
+    touching = np.unique(labels[(edge > 0) & (non_skin > 0)])
+    touching = touching[touching > 0]
+    non_skin = np.isin(labels, touching).astype(np.uint8) * 255
+    beard = cv2.morphologyEx(_facial_hair(image, lm, ipd), cv2.MORPH_OPEN, kernel)
+    non_skin = cv2.bitwise_or(non_skin, cv2.bitwise_and(beard, oval))
+    spectacles = glasses_region(image, face) if glasses else None
+    if spectacles is not None:
+        non_skin = cv2.bitwise_or(non_skin, spectacles)
     non_skin = cv2.dilate(non_skin, kernel)
     keep = cv2.bitwise_and(oval, cv2.bitwise_not(non_skin))
     # The largest connected piece is the face; islands (a strand's gap, an earring) are dropped.
@@ -177,7 +367,23 @@ def skin_mask(image: Image, face: Face) -> FloatArray:
     # Soft edges: wherever the source is left out, the target shows through without a step.
     sigma = max(1.0, ipd * 0.04)
     soft = cv2.GaussianBlur(keep.astype(np.float32) / 255.0, (0, 0), sigma)
-    return np.minimum(soft, keep.astype(np.float32) / 255.0 + soft * 0.5).astype(np.float32)
+    soft = np.minimum(soft, keep.astype(np.float32) / 255.0 + soft * 0.5)
+    return (soft * _temple_ramp(oval, lm, ipd)).astype(np.float32)
+
+
+def _temple_ramp(oval: npt.NDArray[Any], lm: FloatArray, ipd: float) -> FloatArray:
+    """1 inside the face, falling to 0 at the outline of the forehead and temples.
+
+    Hair falls there on most people, often as single strands too fine and too skin-coloured
+    to be told from skin; the target's own skin is the safe thing to show there. Below the
+    eyes the outline is the jaw and the cheeks, which carry the face's shape: kept.
+    """
+    inside = cv2.distanceTransform((oval > 127).astype(np.uint8), cv2.DIST_L2, 5)
+    ramp = np.clip(inside / (0.3 * ipd), 0.0, 1.0)
+    eye_y = float(lm[[33, 263], 1].mean())
+    rows = np.arange(oval.shape[0], dtype=np.float32)[:, None]
+    below = np.clip((rows - eye_y) / (0.3 * ipd), 0.0, 1.0)  # 0 above the eyes, 1 below
+    return np.maximum(ramp, below).astype(np.float32)
 
 
 def prepare_source(image: Image, what: str = "source photo") -> SourceFace:
@@ -191,10 +397,17 @@ def prepare_source(image: Image, what: str = "source photo") -> SourceFace:
             f"{what}: the face is too small ({face.ipd:.0f} px between the eyes, need at least 12)"
         )
     key = hashlib.sha256(image.tobytes()).hexdigest()[:16]
-    return SourceFace(
-        image=image,
-        face=face,
-        skin=skin_mask(image, face),
-        key=key,
-        glasses=glasses_score(image, face) >= GLASSES_THRESHOLD,
-    )
+    painted = without_glasses(image, face)
+    if painted is not None:  # its own eyes, without the frames, are better than the target's
+        return SourceFace(
+            painted, face, skin_mask(painted, face, glasses=False), key, True, _pyramid(painted)
+        )
+    return SourceFace(image, face, skin_mask(image, face), key, levels=_pyramid(image))
+
+
+def _pyramid(image: Image, smallest: int = 64) -> tuple[Image, ...]:
+    levels = []
+    while min(image.shape[:2]) >= 2 * smallest:
+        image = np.asarray(cv2.pyrDown(image), np.uint8)
+        levels.append(image)
+    return tuple(levels)
