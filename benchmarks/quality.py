@@ -1,18 +1,23 @@
-"""Swap quality: identity transfer, expression/pose fidelity and flicker, with a contact sheet.
+"""Swap quality: identity, expression/pose fidelity, flicker and hands, with a contact sheet.
 
-    python benchmarks/quality.py --images DIR [--videos V ...] [--engine mesh]
-        --json OUT.json [--sheet OUT.png]
+    python benchmarks/quality.py --images DIR [--video-people V ...] [--videos V ...]
+        [--hand-photo PHOTO] [--engine mesh] --json OUT.json [--sheet OUT.png]
 
 ``DIR`` holds a folder per person with two or more photos (folders starting with "_" are
 skipped). Every ordered pair of different people is swapped (source = person P's first photo,
-target = person Q's first photo), through the same stages ``livswap`` runs. Measured with an
-independent face-recognition model (dlib's ResNet, the ``eval`` extra), never the engine's own:
+target = person Q's first photo), through the same stages ``livswap`` runs. With
+``--video-people`` each clip is a person instead (an early frame the source, a middle one the
+target, a late one the gallery view). Measured with an independent face-recognition model
+(dlib's ResNet, the ``eval`` extra), never the engine's own:
 
-- identity retrieval: the swapped face's nearest person, among everyone's OTHER photo, is P;
-- mean embedding distance to P's and to Q's other photo (dlib: < 0.6 is "same person");
+- identity retrieval: the swapped face's nearest person, among everyone's gallery view, is P;
+- mean embedding distance to P's and to Q's gallery view (dlib: < 0.6 is "same person");
 - landmark error: mean distance between MediaPipe's 478 landmarks on the swap and on the
   target, over the target's inter-pupil distance (pose and expression kept = small);
-- for videos: flicker ratio, frame-to-frame change inside the face region, swapped / original.
+- each figure again per fixed half of the people (A/B by a hash of the name): tune on one,
+  read the other;
+- for videos: flicker ratio, frame-to-frame change inside the face's hull, swapped / original;
+- with ``--hand-photo``: how much of a hand swept across each video's face survives the swap.
 """
 
 from __future__ import annotations
