@@ -18,6 +18,7 @@ import numpy.typing as npt
 from livswap.config import ComposeConfig
 from livswap.frame import Frame, Image, SwappedFace
 from livswap.label import DisclosureLabel
+from livswap.track.hands import occluder_mask
 
 if TYPE_CHECKING:
     from livswap.cuda.frame_path import DeviceFramePath
@@ -206,8 +207,6 @@ class HandsInFront:
     def apply(self, swaps: list[SwappedFace], hands: list[Any]) -> list[SwappedFace]:
         if not hands and not self._last:
             return swaps
-        from livswap.track.hands import occluder_mask
-
         kept: dict[int, FloatArray] = {}
         out = []
         for face in swaps:

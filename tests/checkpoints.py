@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from livswap.config import Config
 from livswap.engine.models.arcface import ArcFace, IRBlock, SEBlock
 from livswap.engine.models.simswap import SimSwapGenerator
 
@@ -210,3 +211,19 @@ def write_inswapper_torch_onnx(
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
     return path
+
+
+def cpu_config(engine_name: str, model_folder: Path) -> Config:
+    """The default config with ``engine_name`` on the CPU, models from ``model_folder``, no
+    label (so output pixels compare with input pixels)."""
+    from livswap.config import load_config
+
+    return load_config(
+        None,
+        {
+            "engine.name": engine_name,
+            "engine.device": "cpu",
+            "models.dir": str(model_folder),
+            "output.label": False,
+        },
+    )

@@ -12,10 +12,9 @@ from livswap.compose import HandsInFront
 from livswap.config import load_config
 from livswap.engine import create_engine
 from livswap.frame import Frame, SwappedFace
-from livswap.models import ModelStore
 from livswap.session import build_stages
 from livswap.track.hands import Hand, HandTracker, hand_silhouette, occluder_mask
-from tests.checkpoints import write_release_arcface, write_simswap_224
+from tests.checkpoints import cpu_config
 
 # An open right hand, palm towards the camera, in palm widths (knuckle 5 to knuckle 17 is
 # about 1), wrist at the origin, fingers up: MediaPipe's 21-point order.
@@ -102,28 +101,11 @@ def test_no_hands_leaves_faces_untouched() -> None:
     assert occluder_mask([], (10, 10)) is None
 
 
-@pytest.fixture(scope="module")
-def model_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp = tmp_path_factory.mktemp("weights")
-    store = ModelStore(tmp / "models")
-    store.import_file("simswap-224", write_simswap_224(tmp / "latest_net_G.pth"))
-    store.import_file("arcface-simswap", write_release_arcface(tmp / "arcface_checkpoint.tar"))
-    return store.folder
-
-
 @pytest.mark.parametrize("engine_name", ["mesh", "simswap-224"])
 def test_a_hand_over_the_face_stays_in_front_for_every_engine(
     engine_name: str, model_folder: Path, astronaut_image: np.ndarray, hopper_image: np.ndarray
 ) -> None:
-    cfg = load_config(
-        None,
-        {
-            "engine.name": engine_name,
-            "engine.device": "cpu",
-            "models.dir": str(model_folder),
-            "output.label": False,
-        },
-    )
+    cfg = cpu_config(engine_name, model_folder)
     engine = create_engine(cfg)
     stages = build_stages(cfg, engine, engine.prepare([astronaut_image]), still=True)
     assert [s.name for s in stages] == ["track", "hands", "swap", "compose"]

@@ -293,7 +293,7 @@ def test_cli_image_swap_and_video_swap(
 
 
 def test_mouth_expression_reads_the_same_on_a_tilted_head(astronaut_image: np.ndarray) -> None:
-    from livswap.engine.mesh.engine import _expression
+    from livswap.engine.mesh.source import mouth_expression as _expression
 
     points = detect_faces(astronaut_image)[0].landmarks
     smile, opening = _expression(points)

@@ -9,16 +9,14 @@ import cv2
 import numpy as np
 import pytest
 
-from livswap.config import load_config
 from livswap.engine import create_engine
 from livswap.engine.mesh.source import glasses_score, prepare_source, without_glasses
 from livswap.engine.regions import TargetRegions
 from livswap.frame import Frame
-from livswap.models import ModelStore
 from livswap.session import build_stages
 from livswap.track import detect_faces
 from livswap.track.tracker import Face
-from tests.checkpoints import write_release_arcface, write_simswap_224
+from tests.checkpoints import cpu_config
 
 
 def rims(shape: tuple[int, ...], face: Face) -> np.ndarray:
@@ -84,28 +82,11 @@ def test_glasses_are_remembered_per_face_with_hysteresis(astronaut_image: np.nda
     assert not wearing
 
 
-@pytest.fixture(scope="module")
-def model_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp = tmp_path_factory.mktemp("weights")
-    store = ModelStore(tmp / "models")
-    store.import_file("simswap-224", write_simswap_224(tmp / "latest_net_G.pth"))
-    store.import_file("arcface-simswap", write_release_arcface(tmp / "arcface_checkpoint.tar"))
-    return store.folder
-
-
 @pytest.mark.parametrize("engine_name", ["mesh", "simswap-224"])
 def test_a_targets_glasses_stay_on_its_face(
     engine_name: str, model_folder: Path, astronaut_image: np.ndarray, hopper_image: np.ndarray
 ) -> None:
-    cfg = load_config(
-        None,
-        {
-            "engine.name": engine_name,
-            "engine.device": "cpu",
-            "models.dir": str(model_folder),
-            "output.label": False,
-        },
-    )
+    cfg = cpu_config(engine_name, model_folder)
     engine = create_engine(cfg)
     identity = engine.prepare([hopper_image])
     glassed, mask = wearing_glasses(astronaut_image)

@@ -12,17 +12,8 @@ from livswap.engine.models.arcface import ArcFace, convert_pickled_arcface
 from livswap.engine.simswap import align_224, align_ffhq_512
 from livswap.models import ModelStore
 from livswap.track import detect_faces
-from tests.checkpoints import write_release_arcface, write_simswap_224, write_simswap_512
+from tests.checkpoints import write_release_arcface, write_simswap_512
 from tests.media import face_change, moving_frames, probe, run_livswap, write_video
-
-
-@pytest.fixture(scope="module")
-def model_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp = tmp_path_factory.mktemp("weights")
-    store = ModelStore(tmp / "models")
-    store.import_file("simswap-224", write_simswap_224(tmp / "latest_net_G.pth"))
-    store.import_file("arcface-simswap", write_release_arcface(tmp / "arcface_checkpoint.tar"))
-    return store.folder
 
 
 def test_release_arcface_converts_without_running_its_code(tmp_path: Path) -> None:

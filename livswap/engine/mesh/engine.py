@@ -42,7 +42,12 @@ from scipy.spatial import Delaunay
 from livswap.compose import feather, masked_lowpass
 from livswap.config import ComposeConfig, EngineConfig
 from livswap.engine.base import Identity
-from livswap.engine.mesh.source import SourceFace, prepare_source, spectacle_frames
+from livswap.engine.mesh.source import (
+    SourceFace,
+    mouth_expression,
+    prepare_source,
+    spectacle_frames,
+)
 from livswap.engine.mesh.warp import rasterize
 from livswap.engine.regions import TargetRegions
 from livswap.frame import Frame, Image, SwappedFace
@@ -460,9 +465,7 @@ class MeshStream:
     def _mouth_mismatch(self, source: SourceFace, face: Face, state: _TrackState) -> float:
         """0 when the source's and the target's mouths show the same expression, rising to 1
         as the smile or the opening differ (smoothed over time)."""
-        difference = float(
-            np.linalg.norm(_expression(source.face.landmarks) - _expression(face.landmarks))
-        )
+        difference = float(np.linalg.norm(source.expression - mouth_expression(face.landmarks)))
         weight = float(np.clip((difference - _MOUTH_ALIKE) / _MOUTH_RAMP, 0.0, 1.0))
         if state.mouth is not None:
             weight = 0.7 * state.mouth + 0.3 * weight
@@ -624,22 +627,6 @@ def _from_lab(lab: FloatArray) -> Image:
 # the target's lips take over fully this much beyond it. A neutral and a grinning mouth
 # differ by about 0.25.
 _MOUTH_ALIKE, _MOUTH_RAMP = 0.12, 0.1
-_MOUTH_CORNERS = (61, 291)
-_LIP_MIDDLE = (0, 17)  # the top of the upper lip and the bottom of the lower lip, mid-line
-_INNER_LIPS = (13, 14)
-
-
-def _expression(points: FloatArray) -> FloatArray:
-    """A mouth's smile (corners above the lips' middle) and opening, over its width, measured
-    across the eye line so that a tilted head reads the same."""
-    across = _unit(points[263, :2] - points[33, :2])
-    down = np.array([-across[1], across[0]], np.float32)
-    left, right = points[list(_MOUTH_CORNERS), :2]
-    width = max(float(np.linalg.norm(right - left)), 1.0)
-    middle = points[list(_LIP_MIDDLE), :2].mean(axis=0)
-    smile = float((middle - (left + right) / 2) @ down) / width
-    opening = float((points[_INNER_LIPS[1], :2] - points[_INNER_LIPS[0], :2]) @ down) / width
-    return np.array([smile, opening], np.float32)
 
 
 def _unit(v: FloatArray) -> FloatArray:

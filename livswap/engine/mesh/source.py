@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
@@ -46,6 +46,7 @@ class SourceFace:
         key: content hash of the photo.
         glasses: whether the photo showed glasses (see :func:`without_glasses`).
         levels: the photo halved again and again (``cv2.pyrDown``), see :meth:`texture`.
+        expression: its mouth's smile and opening (:func:`mouth_expression`).
     """
 
     image: Image
@@ -54,6 +55,7 @@ class SourceFace:
     key: str
     glasses: bool = False
     levels: tuple[Image, ...] = ()
+    expression: FloatArray = field(default_factory=lambda: np.zeros(2, np.float32))
 
     def texture(self, ipd: float) -> tuple[Image, float]:
         """The photo at the coarsest pyramid level whose eyes are still at least ``ipd`` apart,
@@ -207,6 +209,25 @@ def _hair_and_background(
     return ((far | strands | blond) & (oval > 0)).astype(np.uint8) * 255
 
 
+_MOUTH_CORNERS = (61, 291)
+_LIP_MIDDLE = (0, 17)  # the top of the upper lip and the bottom of the lower lip, mid-line
+_INNER_LIPS = (13, 14)
+
+
+def mouth_expression(points: FloatArray) -> FloatArray:
+    """A mouth's smile (corners above the lips' middle) and opening, over its width, measured
+    across the eye line so that a tilted head reads the same."""
+    across = points[263, :2] - points[33, :2]
+    across = across / max(float(np.linalg.norm(across)), 1e-6)
+    down = np.array([-across[1], across[0]], np.float32)
+    left, right = points[list(_MOUTH_CORNERS), :2]
+    width = max(float(np.linalg.norm(right - left)), 1.0)
+    middle = points[list(_LIP_MIDDLE), :2].mean(axis=0)
+    smile = float((middle - (left + right) / 2) @ down) / width
+    opening = float((points[_INNER_LIPS[1], :2] - points[_INNER_LIPS[0], :2]) @ down) / width
+    return np.array([smile, opening], np.float32)
+
+
 def glasses_score(image: Image, face: Face) -> float:
     """How strongly the nose bridge shows horizontal edges, relative to the cheeks.
 
@@ -236,13 +257,6 @@ def glasses_score_at(image: Image, lm: FloatArray, ipd: float) -> float:
 
 
 GLASSES_THRESHOLD = 2.3
-
-
-def glasses_region(image: Image, face: Face) -> npt.NDArray[Any] | None:
-    """Where spectacles sit (both eye surrounds, the brows and the bridge), or None."""
-    if glasses_score(image, face) < GLASSES_THRESHOLD:
-        return None
-    return glasses_area(image.shape[:2], face.landmarks[:, :2], max(face.ipd, 8.0))
 
 
 def glasses_area(shape: tuple[int, int], lm: FloatArray, ipd: float) -> npt.NDArray[Any]:
@@ -318,13 +332,14 @@ def without_glasses(image: Image, face: Face) -> Image | None:
     return np.ascontiguousarray(painted, np.uint8)
 
 
-def skin_mask(image: Image, face: Face, *, glasses: bool = True) -> FloatArray:
+def skin_mask(image: Image, face: Face) -> FloatArray:
     """Soft mask of the face's own skin and features inside the face outline.
 
     Skin is learned from the cheeks and forehead (:func:`_hair_and_background`); what reaches
-    in from the outline and is not skin (hair, background showing through), facial hair and
-    glasses are excluded (hair never in the middle of the face: eyes, brows, nose, lips), and
-    the outline of the forehead and temples fades out (:func:`_temple_ramp`). Feathered.
+    in from the outline and is not skin (hair, background showing through) and facial hair are
+    excluded (hair never in the middle of the face: eyes, brows, nose, lips), and the outline
+    of the forehead and temples fades out (:func:`_temple_ramp`). Feathered. (Glasses are
+    painted out of the photo before, :func:`without_glasses`.)
     """
     idx = face_index()
     lm = face.landmarks[:, :2]
@@ -354,9 +369,6 @@ def skin_mask(image: Image, face: Face, *, glasses: bool = True) -> FloatArray:
     non_skin = np.isin(labels, touching).astype(np.uint8) * 255
     beard = cv2.morphologyEx(_facial_hair(image, lm, ipd), cv2.MORPH_OPEN, kernel)
     non_skin = cv2.bitwise_or(non_skin, cv2.bitwise_and(beard, oval))
-    spectacles = glasses_region(image, face) if glasses else None
-    if spectacles is not None:
-        non_skin = cv2.bitwise_or(non_skin, spectacles)
     non_skin = cv2.dilate(non_skin, kernel)
     keep = cv2.bitwise_and(oval, cv2.bitwise_not(non_skin))
     # The largest connected piece is the face; islands (a strand's gap, an earring) are dropped.
@@ -398,11 +410,18 @@ def prepare_source(image: Image, what: str = "source photo") -> SourceFace:
         )
     key = hashlib.sha256(image.tobytes()).hexdigest()[:16]
     painted = without_glasses(image, face)
+    glasses = painted is not None
     if painted is not None:  # its own eyes, without the frames, are better than the target's
-        return SourceFace(
-            painted, face, skin_mask(painted, face, glasses=False), key, True, _pyramid(painted)
-        )
-    return SourceFace(image, face, skin_mask(image, face), key, levels=_pyramid(image))
+        image = painted
+    return SourceFace(
+        image,
+        face,
+        skin_mask(image, face),
+        key,
+        glasses,
+        _pyramid(image),
+        mouth_expression(face.landmarks),
+    )
 
 
 def _pyramid(image: Image, smallest: int = 64) -> tuple[Image, ...]:
