@@ -12,7 +12,7 @@ from functools import cache
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["NUM_LANDMARKS", "FaceIndex", "face_index"]
+__all__ = ["NUM_LANDMARKS", "FaceIndex", "face_index", "mirror_map"]
 
 NUM_LANDMARKS = 478
 LEFT_IRIS_CENTER = 468  # the subject's right eye appears on the image's left
@@ -141,3 +141,34 @@ def face_index() -> FaceIndex:
         right_iris=arr([RIGHT_IRIS_CENTER, *_points(fmc.FACEMESH_LEFT_IRIS)]),
         triangles=_triangles(fmc.FACEMESH_TESSELATION),
     )
+
+
+# Points on the face's mid-line (nose, lips, chin, forehead), for a first symmetry plane.
+_MIDLINE = (1, 2, 4, 5, 6, 8, 9, 10, 151, 152, 168, 175, 199, 200, 0, 11, 12, 13, 14, 15, 16, 17)
+
+
+def mirror_map(landmarks: npt.NDArray[np.float32]) -> IntArray:
+    """For each of the 468 mesh points, its counterpart on the other side of the face (mid-line
+    points map to themselves).
+
+    The face's 3D landmarks are reflected across its plane of symmetry and matched one-to-one
+    to the nearest points (an assignment, refitted once with the plane the pairs give). The
+    map is a property of FaceMesh's topology: every face gives the same one.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    points = landmarks[:468].astype(np.float64)
+    normal = points[263] - points[33]  # across the eyes
+    normal /= max(float(np.linalg.norm(normal)), 1e-9)
+    center = points[list(_MIDLINE)].mean(axis=0)
+    pairs = np.arange(len(points))
+    for _ in range(2):
+        reflected = points - 2.0 * ((points - center) @ normal)[:, None] * normal
+        cost = ((points[:, None, :] - reflected[None, :, :]) ** 2).sum(axis=-1)
+        _rows, pairs = linear_sum_assignment(cost)
+        across = points - points[pairs]
+        across *= np.sign(across @ normal)[:, None]
+        normal = across.sum(axis=0)
+        normal /= max(float(np.linalg.norm(normal)), 1e-9)
+        center = ((points + points[pairs]) / 2).mean(axis=0)
+    return np.asarray(pairs, np.intp)

@@ -10,11 +10,13 @@ Per face and frame, in a face-aligned square ("canonical" space, eyes level at f
    fine detail does not alias) onto the new shape (the swapped skin and features) and
    the target frame onto the new shape (reshaping the target's own eyes, inner mouth and
    surroundings consistently; a fixed outer ring keeps the background in place).
-3. Colour, in Lab: a masked low-pass gain on lightness and offset on chroma take the target's
-   lighting, skin tone and colour casts at low spatial frequencies and keep the source's detail
-   (the source's baked-in shadows, coloured light and make-up tint are replaced on purpose);
-   where the source has more detail on its skin than the target, it is toned down to the
-   target's (a crisp photo on a soft video shimmers with every small head movement).
+3. Colour, in Lab: a masked low-pass gain on lightness takes the target's lighting at coarse
+   scales (finer, the shading is the source's own relief, which carries its likeness; a side
+   light's shadows were lifted off the source photo when it was prepared), an offset on chroma
+   takes the target's skin tone and colour casts at fine ones (the source's coloured light and
+   make-up tint are replaced on purpose); where the source has more detail on its skin than
+   the target, it is toned down to the target's (a crisp photo on a soft video shimmers with
+   every small head movement).
 4. Masks: the source's skin mask (no hair, glasses, beard), minus the target's eyes and inner
    mouth (its whole lips when the two mouths' expressions differ, and its spectacle frames when
    it wears glasses), minus occluders in front of the target's face; feathered. Hands are kept
@@ -179,7 +181,6 @@ class _Topology:
 
     triangles: npt.NDArray[np.int32]
     kind: npt.NDArray[np.int8]  # 0 face, 1 eye/mouth hole, 2 ring
-    weights: FloatArray  # (478, 1) per-landmark shape-transfer weight multiplier class
 
 
 def _build_topology(idx: FaceIndex, reference: FloatArray) -> _Topology:
@@ -210,11 +211,7 @@ def _build_topology(idx: FaceIndex, reference: FloatArray) -> _Topology:
     vertex_ids = np.concatenate([oval, NUM_LANDMARKS + np.arange(RING_POINTS)])
     tris.append(vertex_ids[band].astype(np.int32))
     kinds.append(np.full(len(band), 2, np.int8))
-    return _Topology(
-        triangles=np.concatenate(tris),
-        kind=np.concatenate(kinds),
-        weights=np.ones((NUM_LANDMARKS, 1), np.float32),
-    )
+    return _Topology(triangles=np.concatenate(tris), kind=np.concatenate(kinds))
 
 
 @dataclass
@@ -281,7 +278,10 @@ class MeshStream:
     cfg: EngineConfig
     compose_cfg: ComposeConfig
     identity: MeshIdentity
-    colour_sigma: float = 0.045  # low-pass sigma for colour, as a fraction of S
+    # Low-pass scales, as fractions of S (the eyes are 0.2 S apart).
+    light_sigma: float = 0.08  # the target's lighting taken below it, the source's relief above
+    colour_sigma: float = 0.0225  # the target's skin tone and colour casts
+    detail_sigma: float = 0.045  # the source's skin detail toned to the target's above it
     device_path: None = None  # pasted on the CPU
     # Keyed by (track id, source key): state is in the source's frame and a face's own history.
     _tracks: dict[tuple[int, str], _TrackState] = field(
@@ -400,27 +400,30 @@ class MeshStream:
             lips = cv2.dilate(_fill(shape, dst_h[idx.lips_outer]), _disk(2.5 * unit))
             alpha *= 1 - mouth * feather(lips, 3.0 * unit)
 
-        # 4. Colour, in Lab: the target's lighting (a gain on L) and its skin tone and colour
-        # casts (an offset on a and b, at half the scale: a coloured lamp on the source leaves
-        # streaks finer than its shading) at low frequencies, the source's detail above them.
-        # An offset cannot overshoot the way a per-channel RGB gain does (a tanned source onto
-        # a pale target needed blue x3 and was clipped to yellow).
+        # 4. Colour, in Lab: the target's lighting (a gain on L, at a coarse scale) and its
+        # skin tone and colour casts (an offset on a and b, at a fine one) under the source's
+        # detail. Finer than ``light_sigma`` the shading is mostly the face's own relief
+        # (eye sockets, cheekbones, the nose), which makes it recognisable; a coloured lamp
+        # leaves streaks on the source far finer than its shading, hence the finer scale for
+        # chroma. An offset cannot overshoot the way a per-channel RGB gain does (a tanned
+        # source onto a pale target needed blue x3 and was clipped to yellow).
         region = ((oval_in > 0) & (keep == 0)).astype(np.float32)
         src_lab = _to_lab(cv2.resize(src_warp, shape, interpolation=cv2.INTER_AREA))
         tgt_lab = _to_lab(tgt_half)
-        sigma = self.colour_sigma * half
         src_region, tgt_region = region * (skin > 0.5), region * (1 - occlusion)
-        low_src = masked_lowpass(src_lab, src_region, sigma, downscale=2)
-        low_tgt = masked_lowpass(tgt_lab, tgt_region, sigma, downscale=2)
-        fine_src = masked_lowpass(src_lab, src_region, sigma * 0.5, downscale=2)
-        fine_tgt = masked_lowpass(tgt_lab, tgt_region, sigma * 0.5, downscale=2)
-        gain = (low_tgt[..., 0] + 1.0) / (low_src[..., 0] + 1.0)
+        light_src = masked_lowpass(src_lab, src_region, self.light_sigma * half, downscale=4)
+        light_tgt = masked_lowpass(tgt_lab, tgt_region, self.light_sigma * half, downscale=4)
+        low_src = masked_lowpass(src_lab, src_region, self.detail_sigma * half, downscale=2)
+        low_tgt = masked_lowpass(tgt_lab, tgt_region, self.detail_sigma * half, downscale=2)
+        tone_src = masked_lowpass(src_lab, src_region, self.colour_sigma * half, downscale=2)
+        tone_tgt = masked_lowpass(tgt_lab, tgt_region, self.colour_sigma * half, downscale=2)
+        gain = (light_tgt[..., 0] + 1.0) / (light_src[..., 0] + 1.0)
         # Bounded: beyond about 2.5x the source has too little light there to recover (a deep
         # shadow), and amplifying it shows as a blown patch. Where the needed brightness
         # change is that extreme, the swap fades to the target instead.
         usable = np.clip(np.minimum((3.2 - gain) / 1.2, (gain - 0.3) / 0.25), 0, 1)
         alpha *= cv2.GaussianBlur(usable.astype(np.float32), (0, 0), 2.0 * unit)
-        change = np.dstack([np.clip(gain, 0.4, 2.5), fine_tgt[..., 1:] - fine_src[..., 1:]])
+        change = np.dstack([np.clip(gain, 0.4, 2.5), tone_tgt[..., 1:] - tone_src[..., 1:]])
         if state.gain is not None and state.gain.shape == change.shape and smoothing > 0:
             change = smoothing * state.gain + (1 - smoothing) * change
         state.gain = change
@@ -494,9 +497,7 @@ class MeshStream:
         delta = ((delta_src.astype(np.float64) @ rot) / scale).astype(np.float32)  # to image
         weights = np.full((NUM_LANDMARKS, 1), self.cfg.shape_transfer, np.float32)
         weights[idx.face_oval] = self.cfg.outline_transfer * self.cfg.shape_transfer
-        # Eyes move as a whole (their openness stays the target's). The mouth moves as a whole
-        # and takes the source's width, but its opening and curvature stay the target's: a
-        # per-point offset would carry the source photo's expression (a closed mouth) along.
+        # Eyes move as a whole: their openness stays the target's.
         for group in (
             np.concatenate([idx.left_eye, idx.left_iris]),
             np.concatenate([idx.right_eye, idx.right_iris]),
@@ -510,15 +511,10 @@ class MeshStream:
         lower = height > 0
         vertical = (delta[:, :2] @ down)[:, None] * down
         delta[lower, :2] += (np.median(vertical[lower] @ down) * down) - vertical[lower]
-        lips = np.concatenate([idx.lips_outer, idx.lips_inner])
-        lips_t = target[lips, :2]
-        center = lips_t.mean(axis=0)
-        width_t = float(np.ptp(target[idx.lips_outer, 0])) or 1.0
-        width_s = float(np.ptp(src[idx.lips_outer, 0])) * (
-            width_t / max(float(np.ptp(target_in_src[idx.lips_outer, 0])), 1e-3)
-        )
-        stretch = np.array([width_s / width_t - 1.0, 0.0], np.float32)
-        delta[lips, :2] = delta[lips, :2].mean(axis=0) + (lips_t - center) * stretch
+        # The lips keep the target's shape and place: they carry its speech and expression,
+        # and moving them toward the source's width bought little likeness for the most
+        # landmark error (and a mouth that looks skewed while it talks).
+        delta[np.concatenate([idx.lips_outer, idx.lips_inner]), :2] = 0.0
         offsets = weights * delta[:, :2]
         # The per-frame pose fit jitters a little; smoothing the offsets keeps the transferred
         # shape from wobbling (they change only as slowly as the head turns).

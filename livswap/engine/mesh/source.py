@@ -1,4 +1,5 @@
-"""Source preparation for the mesh engine, once per source photo: landmarks and a skin mask."""
+"""Source preparation for the mesh engine, once per source photo: landmarks, a skin mask, the
+photo with its spectacle frames painted out and a side light's shadows lifted."""
 
 from __future__ import annotations
 
@@ -10,13 +11,16 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from livswap.compose import masked_lowpass
+from livswap.engine.mesh.warp import rasterize
 from livswap.errors import EngineError
 from livswap.frame import Image
-from livswap.track.landmarks import face_index
+from livswap.track.landmarks import face_index, mirror_map
 from livswap.track.tracker import Face, detect_faces
 
 __all__ = [
     "SourceFace",
+    "even_side_light",
     "glasses_area",
     "glasses_score",
     "prepare_source",
@@ -39,7 +43,8 @@ class SourceFace:
     """A prepared source photo.
 
     Attributes:
-        image: RGB uint8 source photo (with spectacle frames painted out, when it has them).
+        image: RGB uint8 source photo (spectacle frames painted out and a side light evened
+            out, when it has them: :func:`without_glasses`, :func:`even_side_light`).
         face: its largest face (landmarks in the photo's pixels).
         skin: (H, W) float32 0..1: where the photo shows the face's own skin and features; 0 on
             hair and background.
@@ -47,6 +52,7 @@ class SourceFace:
         glasses: whether the photo showed glasses (see :func:`without_glasses`).
         levels: the photo halved again and again (``cv2.pyrDown``), see :meth:`texture`.
         expression: its mouth's smile and opening (:func:`mouth_expression`).
+        side_light: how clearly the photo was lit from one side (0..1, :func:`even_side_light`).
     """
 
     image: Image
@@ -56,6 +62,7 @@ class SourceFace:
     glasses: bool = False
     levels: tuple[Image, ...] = ()
     expression: FloatArray = field(default_factory=lambda: np.zeros(2, np.float32))
+    side_light: float = 0.0
 
     def texture(self, ipd: float) -> tuple[Image, float]:
         """The photo at the coarsest pyramid level whose eyes are still at least ``ipd`` apart,
@@ -413,15 +420,121 @@ def prepare_source(image: Image, what: str = "source photo") -> SourceFace:
     glasses = painted is not None
     if painted is not None:  # its own eyes, without the frames, are better than the target's
         image = painted
+    skin = skin_mask(image, face)
+    image, side_light = even_side_light(image, face, skin)
     return SourceFace(
         image,
         face,
-        skin_mask(image, face),
+        skin,
         key,
         glasses,
         _pyramid(image),
         mouth_expression(face.landmarks),
+        side_light,
     )
+
+
+SIDE_LIGHT_SCALE = 0.05  # of the eye distance: how finely a shadow's lift follows it
+SIDE_LIGHT_MAX_YAW = 15.0  # degrees: a head turned further is shaded unevenly by its turn
+
+
+def even_side_light(image: Image, face: Face, skin: FloatArray) -> tuple[Image, float]:
+    """``image`` with the shadows of a light from one side lifted off ``face``'s skin, and how
+    clearly the face is lit from one side (0..1; 0: returned as it is).
+
+    A face's own colouring is close to symmetric, the light on it seldom is: a side light
+    leaves one cheek dark and a hard shadow band beside the nose. The swap takes the target's
+    lighting only at coarse scales, so the source's finer shading would travel with it. Each
+    skin pixel is compared with its mirror image (the face warped onto itself through
+    :func:`mirror_map`): where the mirror is brighter, the pixel is lifted to it, the ratio
+    smoothed by a guided filter on the photo's own lightness, so that it follows a shadow's
+    hard edge and not the skin's texture. The brighter side is left as it is (it shows the
+    face's own colours); chroma is brought half-way, to the mean of the two sides. Eyes, brows
+    and lips are left alone: one may look or be shaped differently from its mirror image.
+    """
+    idx = face_index()
+    lm = face.landmarks
+    h, w = image.shape[:2]
+    ipd = max(face.ipd, 8.0)
+    x0, y0 = np.maximum(np.floor(lm[:468, :2].min(axis=0)).astype(int) - 2, 0)
+    x1, y1 = np.ceil(lm[:468, :2].max(axis=0)).astype(int) + 3
+    x1, y1 = min(int(x1), w), min(int(y1), h)
+    if x1 - x0 < 8 or y1 - y0 < 8:
+        return image, 0.0
+    side = max(x1 - x0, y1 - y0)
+    points = (lm[:468, :2] - [x0, y0]).astype(np.float32)
+    depth = lm[:468, 2][idx.triangles].mean(axis=1).astype(np.float32)
+    raster = rasterize(points, idx.triangles, side, depth)
+    map_x, map_y = raster.maps(points[mirror_map(lm)])
+    crop = np.zeros((side, side, 3), np.float32)
+    crop[: y1 - y0, : x1 - x0] = image[y0:y1, x0:x1]
+    own_skin = np.zeros((side, side), np.float32)
+    own_skin[: y1 - y0, : x1 - x0] = skin[y0:y1, x0:x1]
+    features = np.zeros((side, side), np.uint8)
+    for loop in (idx.left_eye, idx.right_eye, idx.lips_outer):
+        features |= _poly_mask((side, side), points[loop])
+    for group in (idx.left_brow, idx.right_brow):
+        hull = cv2.convexHull(points[group].astype(np.float32)).reshape(-1, 2)
+        features |= _poly_mask((side, side), hull)
+    grow = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (max(3, int(ipd * 0.12)) | 1,) * 2)
+    features = cv2.dilate(features, grow)
+    lab: FloatArray = cv2.cvtColor(crop * np.float32(1 / 255), cv2.COLOR_RGB2Lab)
+    mirrored = cv2.remap(lab, map_x, map_y, cv2.INTER_LINEAR)
+    mirrored_skin = cv2.remap(own_skin, map_x, map_y, cv2.INTER_LINEAR, borderValue=0)
+    mirrored_features = cv2.remap(features, map_x, map_y, cv2.INTER_NEAREST, borderValue=255)
+    region = (
+        (own_skin > 0.5)
+        & (mirrored_skin > 0.5)
+        & raster.covered
+        & (features == 0)
+        & (mirrored_features == 0)
+    ).astype(np.float32)
+    if region.sum() < 0.1 * ipd * ipd:
+        return image, 0.0
+    noise = max(0.5, SIDE_LIGHT_SCALE * 0.2 * ipd)
+    log_l = np.log(lab[..., 0] + 1.0)
+    log_mirrored = np.log(cv2.GaussianBlur(mirrored[..., 0], (0, 0), noise) + 1.0)
+    ratio = np.where(region > 0, log_mirrored - cv2.GaussianBlur(log_l, (0, 0), noise), 0.0)
+    radius = max(1, int(SIDE_LIGHT_SCALE * ipd))
+    lift = np.maximum(_guided_filter(log_l, ratio.astype(np.float32), region, radius), 0.0)
+    # Only a clear side light is evened out: a face lit from the front differs from its
+    # mirror image too (a turned head's far cheek, its own asymmetries), and those carry the
+    # likeness. Clear: more than 3-6% of the skin would be lifted by over 1.6x (under a side
+    # light a quarter or more, a shadow beside the nose alone about 6%; lit from the front,
+    # under 1%).
+    strong = float((lift[region > 0] > np.log(1.6)).mean())
+    strength = float(np.clip((strong - 0.03) / 0.03, 0.0, 1.0))
+    strength *= float(np.clip((SIDE_LIGHT_MAX_YAW - abs(face.pose.yaw)) / 5.0, 0.0, 1.0))
+    if strength <= 0.0:
+        return image, 0.0
+    weight = cv2.GaussianBlur(region, (0, 0), max(1.0, 0.03 * ipd)) * strength
+    lab[..., 0] *= np.exp(weight * lift)
+    sigma = SIDE_LIGHT_SCALE * ipd
+    low = masked_lowpass(lab, region, sigma, downscale=2)
+    low_mirrored = masked_lowpass(mirrored, region, sigma, downscale=2)
+    lab[..., 1:] += weight[..., None] * 0.5 * (low_mirrored[..., 1:] - low[..., 1:])
+    evened = cv2.convertScaleAbs(cv2.cvtColor(lab, cv2.COLOR_Lab2RGB), alpha=255.0)
+    out = image.copy()
+    out[y0:y1, x0:x1] = evened[: y1 - y0, : x1 - x0]
+    return out, strength
+
+
+def _guided_filter(
+    guide: FloatArray, values: FloatArray, mask: FloatArray, radius: int, eps: float = 4e-3
+) -> FloatArray:
+    """He et al.'s guided filter of ``values`` (where ``mask``) by ``guide``: smooth, except
+    across the guide's own strong edges."""
+    k = (2 * radius + 1,) * 2
+
+    def mean(a: FloatArray) -> FloatArray:
+        return cv2.boxFilter(a * mask, -1, k) / np.maximum(cv2.boxFilter(mask, -1, k), 1e-4)
+
+    mean_g, mean_v = mean(guide), mean(values)
+    var_g: FloatArray = mean(guide * guide) - mean_g * mean_g
+    cov: FloatArray = mean(guide * values) - mean_g * mean_v
+    a = cov / (var_g + eps)
+    b = mean_v - a * mean_g
+    return np.asarray(cv2.boxFilter(a, -1, k) * guide + cv2.boxFilter(b, -1, k), np.float32)
 
 
 def _pyramid(image: Image, smallest: int = 64) -> tuple[Image, ...]:
