@@ -259,6 +259,12 @@ class MeshEngine:
                     "A photo without glasses swaps better",
                     label,
                 )
+            if sf.side_light > 0.5:
+                log.warning(
+                    "MeshEngine: %s seems lit from one side; its shadows are lifted. "
+                    "A photo lit from the front swaps better",
+                    label,
+                )
             if abs(sf.face.pose.yaw) > 25:
                 log.warning(
                     "MeshEngine: source photo is turned %.0f degrees; a frontal photo swaps better",
@@ -411,8 +417,11 @@ class MeshStream:
         src_lab = _to_lab(cv2.resize(src_warp, shape, interpolation=cv2.INTER_AREA))
         tgt_lab = _to_lab(tgt_half)
         src_region, tgt_region = region * (skin > 0.5), region * (1 - occlusion)
-        light_src = masked_lowpass(src_lab, src_region, self.light_sigma * half, downscale=4)
-        light_tgt = masked_lowpass(tgt_lab, tgt_region, self.light_sigma * half, downscale=4)
+        # A source lit from one side keeps less of its own shading: there its relief and the
+        # light cannot be told apart, and what the lifting missed (skin next to hair) stays dark.
+        light_sigma = self.light_sigma + source.side_light * (self.detail_sigma - self.light_sigma)
+        light_src = masked_lowpass(src_lab, src_region, light_sigma * half, downscale=4)
+        light_tgt = masked_lowpass(tgt_lab, tgt_region, light_sigma * half, downscale=4)
         low_src = masked_lowpass(src_lab, src_region, self.detail_sigma * half, downscale=2)
         low_tgt = masked_lowpass(tgt_lab, tgt_region, self.detail_sigma * half, downscale=2)
         tone_src = masked_lowpass(src_lab, src_region, self.colour_sigma * half, downscale=2)
