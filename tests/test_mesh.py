@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from livswap.compose import Compositor
 from livswap.config import Config, load_config
 from livswap.engine import create_engine
+from livswap.engine.mesh.engine import MeshStream
 from livswap.errors import EngineError
 from livswap.frame import Frame, SwappedFace
 from livswap.label import label_box
@@ -303,3 +305,99 @@ def test_mouth_expression_reads_the_same_on_a_tilted_head(astronaut_image: np.nd
     tilted = points.copy()
     tilted[:, :2] = (points[:, :2] - 256) @ rotation.T + 256
     assert np.allclose(_expression(tilted), (smile, opening), atol=1e-4)
+
+
+def _closed_eyes(face: Face) -> Face:
+    """``face`` with both eyelid loops squeezed onto the line through their corners (a blink)."""
+    idx = face_index()
+    points = face.landmarks.copy()
+    for loop, corners in ((idx.left_eye, [33, 133]), (idx.right_eye, [362, 263])):
+        a, b = points[corners, :2]
+        along = (b - a) / np.linalg.norm(b - a)
+        across = np.array([-along[1], along[0]])
+        offset = (points[loop, :2] - a) @ across
+        points[loop, :2] -= 0.9 * offset[:, None] * across
+    return dataclasses.replace(face, landmarks=points)
+
+
+def test_a_blinking_target_shows_its_own_upper_lids(
+    astronaut_image: np.ndarray, hopper_image: np.ndarray
+) -> None:
+    # An open source eye cannot close: stretched over a shut eye, its lashes and lid crease
+    # became a dark smear. With the shape kept (shape_transfer 0), the target's own pixels are
+    # the target photo in the canonical square, so "its own lids" is measurable.
+    from livswap.engine.mesh.source import eye_openness
+
+    cfg = mesh_config(**{"output.label": False, "engine.shape_transfer": 0.0})
+    engine = create_engine(cfg)
+    identity = engine.prepare([hopper_image])
+    source = identity.data.sources[0]
+    face = detect_faces(astronaut_image)[0]
+    shut = _closed_eyes(face)
+    assert np.all(eye_openness(face.landmarks) > 0.3)
+    assert np.all(eye_openness(shut.landmarks) < 0.3 * eye_openness(face.landmarks))
+    idx = face_index()
+
+    def lid_difference(target: Face) -> float:
+        stream = engine.open_stream(identity)
+        assert isinstance(stream, MeshStream)
+        swapped = stream.swap_face(astronaut_image, target, source)
+        size = swapped.crop.shape[0]
+        own = cv2.warpAffine(astronaut_image, swapped.to_crop, (size, size))
+        points = cv2.transform(target.landmarks[None, :, :2], swapped.to_crop)[0]
+        lid = np.zeros((size, size), np.uint8)
+        for eye, brow in ((idx.left_eye, idx.left_brow), (idx.right_eye, idx.right_brow)):
+            # Between the eye's middle line and its brow, well clear of both, and of the corners.
+            top, bottom = points[brow, 1].max(), points[eye, 1].mean()
+            x0, x1 = points[eye, 0].min(), points[eye, 0].max()
+            y0, y1 = top + 0.4 * (bottom - top), bottom - 0.1 * (bottom - top)
+            lid[int(y0) : int(y1), int(x0 + 0.2 * (x1 - x0)) : int(x1 - 0.2 * (x1 - x0))] = 1
+        change = np.abs(swapped.crop.astype(np.float32) - own.astype(np.float32)).mean(axis=2)
+        return float(change[lid > 0].mean())
+
+    # The source's lashes stretched over the shut eye differed by 41 grey levels here; its
+    # lids over the open eye by 7 (skin on skin), the target's own lids by 8.
+    blinking, open_eyes = lid_difference(shut), lid_difference(face)
+    assert blinking < 12.0
+    assert blinking < open_eyes + 4.0
+
+
+def test_the_source_forehead_covers_the_band_above_its_brows(astronaut_image: np.ndarray) -> None:
+    # A target's brows may be drawn higher than its landmarks: the source's forehead must cover
+    # them, or the two pairs of brows show one above the other.
+    from livswap.engine.mesh.source import skin_mask
+
+    face = detect_faces(astronaut_image)[0]
+    skin = skin_mask(astronaut_image, face)
+    idx = face_index()
+    brows = face.landmarks[np.concatenate([idx.left_brow, idx.right_brow]), :2]
+    top = brows[:, 1].min()
+    centre = brows[:, 0].mean()
+    for x in (centre - 0.1 * face.ipd, centre, centre + 0.1 * face.ipd):
+        column = skin[int(top - 0.1 * face.ipd) : int(top), int(x)]
+        assert column.min() > 0.8, (x, column.round(2))
+
+
+def cheek_colour(image: np.ndarray, face: Face) -> np.ndarray:
+    """Mean RGB of small patches on both cheeks (swapped skin in every swap)."""
+    cheeks = np.zeros(image.shape[:2], bool)
+    for p in (50, 280, 205, 425):
+        x, y = face.landmarks[p, :2].astype(int)
+        cheeks[y - 4 : y + 5, x - 4 : x + 5] = True
+    colour: np.ndarray = image[cheeks].mean(axis=0)
+    return colour
+
+
+def test_colour_transfer_off_keeps_the_source_photos_colours(
+    hopper_onto_astronaut: Frame, astronaut_image: np.ndarray, hopper_image: np.ndarray
+) -> None:
+    plain = swap_image(
+        mesh_config(**{"output.label": False, "compose.color_transfer": False}),
+        hopper_image,
+        astronaut_image,
+    )
+    target, source = detect_faces(astronaut_image)[0], detect_faces(hopper_image)[0]
+    source_colour = cheek_colour(hopper_image, source)
+    matched = np.abs(cheek_colour(hopper_onto_astronaut.result, target) - source_colour).sum()
+    own = np.abs(cheek_colour(plain.result, target) - source_colour).sum()
+    assert own < 0.5 * matched, (own, matched)

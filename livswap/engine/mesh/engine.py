@@ -18,8 +18,9 @@ Per face and frame, in a face-aligned square ("canonical" space, eyes level at f
    the target, it is toned down to the target's (a crisp photo on a soft video shimmers with
    every small head movement).
 4. Masks: the source's skin mask (no hair, glasses, beard), minus the target's eyes and inner
-   mouth (its whole lips when the two mouths' expressions differ, and its spectacle frames when
-   it wears glasses), minus occluders in front of the target's face; feathered. Hands are kept
+   mouth (its whole lips when the two mouths' expressions differ, its upper lids when its eyes
+   close, and its spectacle frames when it wears glasses), minus occluders in front of the
+   target's face; feathered. Hands are kept
    in front later, by compose, for every engine.
 
 Temporal state (the target's neutral shape, the colour change, contrast, mouth and glasses,
@@ -46,6 +47,7 @@ from livswap.config import ComposeConfig, EngineConfig
 from livswap.engine.base import Identity
 from livswap.engine.mesh.source import (
     SourceFace,
+    eye_openness,
     mouth_expression,
     prepare_source,
     spectacle_frames,
@@ -223,6 +225,7 @@ class _TrackState:
     gain: FloatArray | None = None  # colour change (S/2, S/2, 3): L gain, a and b offsets
     contrast: float | None = None  # the source's detail scaled to the target's (<= 1)
     mouth: float | None = None  # how much the target's own mouth shows (expression mismatch)
+    eyes: FloatArray | None = None  # how much each of the target's own eyelids shows (closed)
     rims: FloatArray | None = None  # the target's spectacle frames (S/2, S/2), smoothed
     occlusion: FloatArray | None = None  # (S, S) 0..1
     offsets: FloatArray | None = None  # smoothed shape-transfer offsets, image pixels (478, 2)
@@ -405,6 +408,18 @@ class MeshStream:
         if mouth > 0.01:
             lips = cv2.dilate(_fill(shape, dst_h[idx.lips_outer]), _disk(2.5 * unit))
             alpha *= 1 - mouth * feather(lips, 3.0 * unit)
+        # An open source eye cannot close: over a target's shut or narrowed eye its lashes and
+        # lid crease are stretched into a dark smear above the lid line (at every blink); a
+        # closed one cannot open. There the target's own lids show, each eye on its own.
+        for eye, brow, closed in zip(
+            (idx.left_eye, idx.right_eye),
+            (idx.left_brow, idx.right_brow),
+            self._eye_closure(source, face, state),
+            strict=True,
+        ):
+            if closed > 0.01:
+                lids = _upper_lid(shape, dst_h, eye, brow, EYE_DISTANCE * half)
+                alpha *= 1 - closed * feather(lids, 0.05 * EYE_DISTANCE * half)
 
         # 4. Colour, in Lab: the target's lighting (a gain on L, at a coarse scale) and its
         # skin tone and colour casts (an offset on a and b, at a fine one) under the source's
@@ -413,6 +428,48 @@ class MeshStream:
         # leaves streaks on the source far finer than its shading, hence the finer scale for
         # chroma. An offset cannot overshoot the way a per-channel RGB gain does (a tanned
         # source onto a pale target needed blue x3 and was clipped to yellow).
+        if self.compose_cfg.color_transfer:
+            face_rgb, usable = self._match_colour(
+                src_warp, tgt_half, skin, oval_in, keep, occlusion, source, state, size, smoothing
+            )
+            alpha *= usable
+        else:  # the source's own colours, as asked (config: compose.color_transfer)
+            face_rgb = src_warp
+        alpha_full = cv2.resize(alpha, (size, size), interpolation=cv2.INTER_LINEAR)
+        out = cv2.blendLinear(face_rgb, tgt_warp, alpha_full, 1.0 - alpha_full)
+
+        # 5. Where the patch replaces the frame: the swapped face plus wherever reshaping moved
+        # pixels, faded out well inside the ring (where the target is undisturbed).
+        gx, gy = _half_grid(size)
+        ix = from_canon[0, 0] * gx + from_canon[0, 1] * gy + from_canon[0, 2]
+        iy = from_canon[1, 0] * gx + from_canon[1, 1] * gy + from_canon[1, 2]
+        covered = (kind >= 0).astype(np.uint8) * 255
+        moved_px = (np.hypot(htx - ix, hty - iy) > 0.35) & (covered > 0)
+        changed = (moved_px | (alpha > 0.01)).astype(np.uint8) * 255
+        changed = cv2.dilate(changed, _disk(2.0 * unit))
+        inside_ring = cv2.erode(covered, _disk(3.0 * unit))
+        patch_alpha = feather(changed, 2.0 * unit) * feather(inside_ring, 2.0 * unit)
+        patch_alpha = cv2.resize(patch_alpha, (size, size), interpolation=cv2.INTER_LINEAR)
+        return SwappedFace(face.track_id, to_canon, patch_alpha, crop=out)
+
+    def _match_colour(
+        self,
+        src_warp: Image,
+        tgt_half: Image,
+        skin: FloatArray,
+        oval_in: npt.NDArray[Any],
+        keep: npt.NDArray[Any],
+        occlusion: FloatArray,
+        source: SourceFace,
+        state: _TrackState,
+        size: int,
+        smoothing: float,
+    ) -> tuple[Image, FloatArray]:
+        """The warped source in the target's lighting, skin tone and detail (step 4), and
+        where that was possible (0 where the needed brightness change is too extreme)."""
+        half = size // 2
+        shape = (half, half)
+        unit = half / 100.0
         region = ((oval_in > 0) & (keep == 0)).astype(np.float32)
         src_lab = _to_lab(cv2.resize(src_warp, shape, interpolation=cv2.INTER_AREA))
         tgt_lab = _to_lab(tgt_half)
@@ -431,7 +488,7 @@ class MeshStream:
         # shadow), and amplifying it shows as a blown patch. Where the needed brightness
         # change is that extreme, the swap fades to the target instead.
         usable = np.clip(np.minimum((3.2 - gain) / 1.2, (gain - 0.3) / 0.25), 0, 1)
-        alpha *= cv2.GaussianBlur(usable.astype(np.float32), (0, 0), 2.0 * unit)
+        usable = cv2.GaussianBlur(usable.astype(np.float32), (0, 0), 2.0 * unit)
         change = np.dstack([np.clip(gain, 0.4, 2.5), tone_tgt[..., 1:] - tone_src[..., 1:]])
         if state.gain is not None and state.gain.shape == change.shape and smoothing > 0:
             change = smoothing * state.gain + (1 - smoothing) * change
@@ -457,22 +514,7 @@ class MeshStream:
         lightness *= change_full[..., 0]
         face_lab[..., 1:] += change_full[..., 1:]
         face_rgb = _from_lab(face_lab)
-        alpha_full = cv2.resize(alpha, (size, size), interpolation=cv2.INTER_LINEAR)
-        out = cv2.blendLinear(face_rgb, tgt_warp, alpha_full, 1.0 - alpha_full)
-
-        # 5. Where the patch replaces the frame: the swapped face plus wherever reshaping moved
-        # pixels, faded out well inside the ring (where the target is undisturbed).
-        gx, gy = _half_grid(size)
-        ix = from_canon[0, 0] * gx + from_canon[0, 1] * gy + from_canon[0, 2]
-        iy = from_canon[1, 0] * gx + from_canon[1, 1] * gy + from_canon[1, 2]
-        covered = (kind >= 0).astype(np.uint8) * 255
-        moved_px = (np.hypot(htx - ix, hty - iy) > 0.35) & (covered > 0)
-        changed = (moved_px | (alpha > 0.01)).astype(np.uint8) * 255
-        changed = cv2.dilate(changed, _disk(2.0 * unit))
-        inside_ring = cv2.erode(covered, _disk(3.0 * unit))
-        patch_alpha = feather(changed, 2.0 * unit) * feather(inside_ring, 2.0 * unit)
-        patch_alpha = cv2.resize(patch_alpha, (size, size), interpolation=cv2.INTER_LINEAR)
-        return SwappedFace(face.track_id, to_canon, patch_alpha, crop=out)
+        return face_rgb, usable
 
     def _mouth_mismatch(self, source: SourceFace, face: Face, state: _TrackState) -> float:
         """0 when the source's and the target's mouths show the same expression, rising to 1
@@ -483,6 +525,21 @@ class MeshStream:
             weight = 0.7 * state.mouth + 0.3 * weight
         state.mouth = weight
         return weight
+
+    def _eye_closure(
+        self, source: SourceFace, face: Face, state: _TrackState
+    ) -> tuple[float, float]:
+        """Per eye, 0 while the target's eye is about as open as the source's, rising to 1 as
+        one of the two is much more closed (a blink, or a source photo that winks). Follows a
+        blink at once and lets go over a few frames."""
+        target = np.maximum(eye_openness(face.landmarks), _EYE_OPEN_FLOOR)
+        own = np.maximum(source.eyes_open, _EYE_OPEN_FLOOR)
+        ratio = np.minimum(target / own, own / target)
+        closed = np.clip((_EYE_CLOSING - ratio) / _EYE_RAMP, 0.0, 1.0)
+        if state.eyes is not None:
+            closed = np.maximum(closed, 0.5 * state.eyes)
+        state.eyes = closed
+        return float(closed[0]), float(closed[1])
 
     def _transfer_shape(self, face: Face, source: SourceFace, state: _TrackState) -> FloatArray:
         """Target landmarks (image pixels, x and y) moved toward the source's proportions.
@@ -524,6 +581,9 @@ class MeshStream:
         # and moving them toward the source's width bought little likeness for the most
         # landmark error (and a mouth that looks skewed while it talks).
         delta[np.concatenate([idx.lips_outer, idx.lips_inner]), :2] = 0.0
+        # The brows carry the most likeness for the landmark error they cost (measured per
+        # feature): they follow the source further than the rest.
+        weights[np.concatenate([idx.left_brow, idx.right_brow])] *= _BROW_TRANSFER
         offsets = weights * delta[:, :2]
         # The per-frame pose fit jitters a little; smoothing the offsets keeps the transferred
         # shape from wobbling (they change only as slowly as the head turns).
@@ -575,6 +635,10 @@ class MeshStream:
         # islands inside the face; only what reaches in from the face's edge is an occluder.
         eyes = _fill(shape, dst[idx.left_eye]) | _fill(shape, dst[idx.right_eye])
         candidate[cv2.dilate(eyes, _disk(1.5 * unit)) > 0] = 0
+        # Brows too: a dark brow drawn out to the temple touches the hair, and kept as an
+        # occluder it showed above the source's brows (two pairs of brows).
+        brows = _hull(shape, dst[idx.left_brow]) | _hull(shape, dst[idx.right_brow])
+        candidate[cv2.dilate(brows, _disk(3.0 * unit)) > 0] = 0
         candidate = cv2.morphologyEx(candidate, cv2.MORPH_OPEN, _disk(1.2 * unit))
         occl = np.zeros(shape, np.float32)
         if cv2.countNonZero(candidate):
@@ -632,6 +696,25 @@ def _from_lab(lab: FloatArray) -> Image:
 # the target's lips take over fully this much beyond it. A neutral and a grinning mouth
 # differ by about 0.25.
 _MOUTH_ALIKE, _MOUTH_RAMP = 0.12, 0.1
+# An eye open less than this fraction of the other face's starts to show the target's own lids,
+# and fully this much below it; openness is counted from a floor (a closed eye is closed).
+_EYE_CLOSING, _EYE_RAMP, _EYE_OPEN_FLOOR = 0.6, 0.3, 0.05
+_BROW_TRANSFER = 1.5  # how much further than ``shape_transfer`` the brows follow the source
+
+
+def _upper_lid(
+    shape: tuple[int, int],
+    points: FloatArray,
+    eye: npt.NDArray[Any],
+    brow: npt.NDArray[Any],
+    ipd: float,
+) -> npt.NDArray[Any]:
+    """The eye, its lower lid line and its upper lid up to the brow (the brow itself left
+    out: it is the source's), as a 0/255 mask."""
+    lid = _hull(shape, np.concatenate([points[eye], points[brow]]))
+    lid |= cv2.dilate(_fill(shape, points[eye]), _disk(0.08 * ipd))
+    brows = cv2.dilate(_hull(shape, points[brow]), _disk(0.04 * ipd))
+    return cv2.bitwise_and(lid, cv2.bitwise_not(brows))
 
 
 def _unit(v: FloatArray) -> FloatArray:
@@ -642,6 +725,13 @@ def _unit(v: FloatArray) -> FloatArray:
 def _fill(shape: tuple[int, int], points: FloatArray) -> npt.NDArray[Any]:
     mask = np.zeros(shape, np.uint8)
     cv2.fillPoly(mask, [np.round(points * 16).astype(np.int32)], 255, cv2.LINE_8, shift=4)
+    return mask
+
+
+def _hull(shape: tuple[int, int], points: FloatArray) -> npt.NDArray[Any]:
+    mask = np.zeros(shape, np.uint8)
+    hull = cv2.convexHull(np.round(points[:, :2] * 16).astype(np.int32))
+    cv2.fillConvexPoly(mask, hull, 255, cv2.LINE_8, shift=4)
     return mask
 
 

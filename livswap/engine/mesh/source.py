@@ -52,6 +52,7 @@ class SourceFace:
         glasses: whether the photo showed glasses (see :func:`without_glasses`).
         levels: the photo halved again and again (``cv2.pyrDown``), see :meth:`texture`.
         expression: its mouth's smile and opening (:func:`mouth_expression`).
+        eyes_open: each eye's openness (:func:`eye_openness`).
         side_light: how clearly the photo was lit from one side (0..1, :func:`even_side_light`).
     """
 
@@ -62,6 +63,7 @@ class SourceFace:
     glasses: bool = False
     levels: tuple[Image, ...] = ()
     expression: FloatArray = field(default_factory=lambda: np.zeros(2, np.float32))
+    eyes_open: FloatArray = field(default_factory=lambda: np.full(2, 0.3, np.float32))
     side_light: float = 0.0
 
     def texture(self, ipd: float) -> tuple[Image, float]:
@@ -235,6 +237,20 @@ def mouth_expression(points: FloatArray) -> FloatArray:
     return np.array([smile, opening], np.float32)
 
 
+# Per eye: (outer corner, inner corner, upper lid middle, lower lid middle).
+_EYE_POINTS = ((33, 133, 159, 145), (263, 362, 386, 374))
+
+
+def eye_openness(points: FloatArray) -> FloatArray:
+    """Each eye's lid gap over its width (image-left eye first): about 0.3 open, under 0.1
+    closed."""
+    out = np.empty(2, np.float32)
+    for i, (outer, inner, upper, lower) in enumerate(_EYE_POINTS):
+        width = max(float(np.linalg.norm(points[inner, :2] - points[outer, :2])), 1.0)
+        out[i] = float(np.linalg.norm(points[lower, :2] - points[upper, :2])) / width
+    return out
+
+
 def glasses_score(image: Image, face: Face) -> float:
     """How strongly the nose bridge shows horizontal edges, relative to the cheeks.
 
@@ -398,7 +414,17 @@ def _temple_ramp(oval: npt.NDArray[Any], lm: FloatArray, ipd: float) -> FloatArr
     eyes the outline is the jaw and the cheeks, which carry the face's shape: kept.
     """
     inside = cv2.distanceTransform((oval > 127).astype(np.uint8), cv2.DIST_L2, 5)
-    ramp = np.clip(inside / (0.3 * ipd), 0.0, 1.0)
+    # Over the middle of the forehead, above the brows, hair is a fringe (found as hair) far more
+    # than a stray strand: there the ramp is short, so that the source's forehead covers the
+    # target's brows wherever they are drawn (a band of the target's brow showed above the
+    # source's: two pairs of brows).
+    idx = face_index()
+    brows = lm[np.concatenate([idx.left_brow, idx.right_brow])]
+    centre, half_span = float(brows[:, 0].mean()), float(np.ptp(brows[:, 0])) / 2
+    cols = np.abs(np.arange(oval.shape[1], dtype=np.float32)[None, :] - centre)
+    sides = np.clip((cols - 0.9 * half_span) / (0.3 * half_span), 0.0, 1.0)
+    width = (0.1 + 0.2 * sides) * ipd
+    ramp = np.clip(inside / width, 0.0, 1.0)
     eye_y = float(lm[[33, 263], 1].mean())
     rows = np.arange(oval.shape[0], dtype=np.float32)[:, None]
     below = np.clip((rows - eye_y) / (0.3 * ipd), 0.0, 1.0)  # 0 above the eyes, 1 below
@@ -430,6 +456,7 @@ def prepare_source(image: Image, what: str = "source photo") -> SourceFace:
         glasses,
         _pyramid(image),
         mouth_expression(face.landmarks),
+        eye_openness(face.landmarks),
         side_light,
     )
 
