@@ -401,3 +401,26 @@ def test_colour_transfer_off_keeps_the_source_photos_colours(
     matched = np.abs(cheek_colour(hopper_onto_astronaut.result, target) - source_colour).sum()
     own = np.abs(cheek_colour(plain.result, target) - source_colour).sum()
     assert own < 0.5 * matched, (own, matched)
+
+
+def test_brows_that_reach_the_hair_are_not_taken_for_an_occluder(
+    astronaut_image: np.ndarray, hopper_image: np.ndarray
+) -> None:
+    # Occluders are what is not skin-coloured and reaches in from the face's edge. A dark brow
+    # drawn out to the temple touches the hair there; kept in front, it showed above the
+    # source's brows (two pairs of brows).
+    target = astronaut_image.copy()
+    face = detect_faces(target)[0]
+    idx = face_index()
+    paint = (30, 25, 110)
+    brows = np.zeros(target.shape[:2], np.uint8)
+    for brow, outer in ((idx.left_brow, 127), (idx.right_brow, 356)):
+        points = face.landmarks[brow, :2]
+        cv2.fillConvexPoly(brows, cv2.convexHull(points.astype(np.int32)), 255)
+        end = points[np.argmin(np.abs(points[:, 0] - face.landmarks[outer, 0]))]
+        beyond = face.landmarks[outer, :2] + (face.landmarks[outer, :2] - end) * 0.5
+        cv2.line(target, tuple(end.astype(int)), tuple(beyond.astype(int)), paint, 6)
+    target[brows > 0] = paint
+    swapped = swap_image(mesh_config(**{"output.label": False}), hopper_image, target)
+    kept = np.abs(swapped.result.astype(int) - paint).sum(axis=2) < 40
+    assert kept[brows > 0].mean() < 0.3  # the source's brows, not the painted ones
