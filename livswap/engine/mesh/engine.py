@@ -20,13 +20,12 @@ Per face and frame, in a face-aligned square ("canonical" space, eyes level at f
 4. Masks: the source's skin mask (no hair, glasses, beard), minus the target's eyes and inner
    mouth (its whole lips when the two mouths' expressions differ, its upper lids when its eyes
    close, and its spectacle frames when it wears glasses), minus occluders in front of the
-   target's face; feathered. Hands are kept
-   in front later, by compose, for every engine.
+   target's face; feathered. Hands are kept in front later, by compose, for every engine.
 
-Temporal state (the target's neutral shape, the colour change, contrast, mouth and glasses,
-the occlusion mask) is kept per
-stream and tracked face in canonical space, so smoothing follows the face instead of smearing in
-the frame, and streams sharing the engine never see each other's faces.
+Temporal state (the target's neutral shape, the colour change, contrast, mouth, eyelids and
+glasses, the occlusion mask) is kept per stream and tracked face in canonical space, so
+smoothing follows the face instead of smearing in the frame, and streams sharing the engine
+never see each other's faces.
 """
 
 from __future__ import annotations
