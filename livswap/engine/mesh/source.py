@@ -403,23 +403,24 @@ def skin_mask(image: Image, face: Face) -> FloatArray:
     sigma = max(1.0, ipd * 0.04)
     soft = cv2.GaussianBlur(keep.astype(np.float32) / 255.0, (0, 0), sigma)
     soft = np.minimum(soft, keep.astype(np.float32) / 255.0 + soft * 0.5)
-    return (soft * _temple_ramp(oval, lm, ipd)).astype(np.float32)
+    return (soft * _temple_ramp(oval, lm, ipd, lm[brows])).astype(np.float32)
 
 
-def _temple_ramp(oval: npt.NDArray[Any], lm: FloatArray, ipd: float) -> FloatArray:
+def _temple_ramp(
+    oval: npt.NDArray[Any], lm: FloatArray, ipd: float, brows: FloatArray
+) -> FloatArray:
     """1 inside the face, falling to 0 at the outline of the forehead and temples.
 
     Hair falls there on most people, often as single strands too fine and too skin-coloured
     to be told from skin; the target's own skin is the safe thing to show there. Below the
-    eyes the outline is the jaw and the cheeks, which carry the face's shape: kept.
+    eyes the outline is the jaw and the cheeks, which carry the face's shape: kept. ``brows``
+    are the brows' landmarks (pixels).
     """
     inside = cv2.distanceTransform((oval > 127).astype(np.uint8), cv2.DIST_L2, 5)
     # Over the middle of the forehead, above the brows, hair is a fringe (found as hair) far more
     # than a stray strand: there the ramp is short, so that the source's forehead covers the
     # target's brows wherever they are drawn (a band of the target's brow showed above the
     # source's: two pairs of brows).
-    idx = face_index()
-    brows = lm[np.concatenate([idx.left_brow, idx.right_brow])]
     centre, half_span = float(brows[:, 0].mean()), float(np.ptp(brows[:, 0])) / 2
     cols = np.abs(np.arange(oval.shape[1], dtype=np.float32)[None, :] - centre)
     sides = np.clip((cols - 0.9 * half_span) / (0.3 * half_span), 0.0, 1.0)
