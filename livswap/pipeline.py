@@ -23,7 +23,7 @@ from livswap.output.base import Outcome, Sink
 from livswap.slot import LatestSlot
 from livswap.stats import PipelineStats
 
-__all__ = ["Pipeline", "Stage", "close_stages", "run_stage", "serial_stage"]
+__all__ = ["Pipeline", "Stage", "close_stages", "concurrent_stage", "run_stage", "serial_stage"]
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,33 @@ def serial_stage(stages: Sequence[Stage], name: str) -> Stage:
             run_stage(stage, frame, failures_logged)
 
     return Stage(name, run, close=lambda: close_stages(parts))
+
+
+def concurrent_stage(stages: Sequence[Stage], name: str) -> Stage:
+    """``stages`` run at the same time on each frame, each in a thread of its own; the frame
+    moves on when all are done.
+
+    For steps that read the same inputs and fill in different parts of the frame (hands are
+    found while the face is swapped): the frame waits for the slower of them instead of their
+    sum. Each keeps its own recovery and timing.
+    """
+    first, *others = list(stages)
+    failures_logged: set[str] = set()
+    pool = ThreadPoolExecutor(max(1, len(others)), thread_name_prefix=f"livswap-{name}")
+
+    def run(frame: Frame) -> None:
+        pending = [pool.submit(run_stage, stage, frame, failures_logged) for stage in others]
+        try:
+            run_stage(first, frame, failures_logged)
+        finally:
+            for future in pending:  # errors that recovery does not handle propagate
+                future.result()
+
+    def close() -> None:
+        pool.shutdown(wait=True)
+        close_stages([first, *others])
+
+    return Stage(name, run, close=close)
 
 
 def close_stages(stages: Sequence[Stage]) -> None:

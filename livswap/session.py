@@ -30,7 +30,7 @@ from livswap.output import (
     VirtualCameraSink,
     check_writable,
 )
-from livswap.pipeline import Pipeline, Stage, close_stages, run_stage
+from livswap.pipeline import Pipeline, Stage, close_stages, concurrent_stage, run_stage
 
 __all__ = ["BatchResult", "Run", "build_run", "output_kind", "swap_folder"]
 
@@ -117,6 +117,7 @@ def build_stages(
     detected without tracking and faces appear at full strength instead of fading in.
     """
     stages: list[Stage] = []
+    hand_stage: Stage | None = None
     if ENGINES[engine.name].needs_faces:
         from livswap.track import FaceTracker
 
@@ -140,7 +141,7 @@ def build_stages(
             def hands_failed(frame: Frame, exc: BaseException) -> None:
                 frame.hands = []
 
-            stages.append(Stage("hands", hands.track, hands_failed, close=hands.close))
+            hand_stage = Stage("hands", hands.track, hands_failed, close=hands.close)
 
     stream = engine.open_stream(identity)
 
@@ -148,7 +149,14 @@ def build_stages(
         frame.swaps = []
         frame.device_image = None
 
-    stages.append(Stage("swap", stream.swap, swap_failed, close=stream.close))
+    swap_stage = Stage("swap", stream.swap, swap_failed, close=stream.close)
+    if hand_stage is None:
+        stages.append(swap_stage)
+    else:
+        # Both need only the tracked faces, and compose is the first to use the hands: found
+        # while the face is swapped, a hand detection adds nothing to the frame's latency
+        # unless it takes longer than the swap.
+        stages.append(concurrent_stage([swap_stage, hand_stage], "swap+hands"))
     label = DisclosureLabel(cfg.output.label_text) if cfg.output.label else None
     compositor = Compositor(
         cfg.compose, label=label, fade=not still, device_path=stream.device_path

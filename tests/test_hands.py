@@ -108,11 +108,13 @@ def test_a_hand_over_the_face_stays_in_front_for_every_engine(
     cfg = cpu_config(engine_name, model_folder)
     engine = create_engine(cfg)
     stages = build_stages(cfg, engine, engine.prepare([astronaut_image]), still=True)
-    assert [s.name for s in stages] == ["track", "hands", "swap", "compose"]
+    # Hands are found while the face is swapped (compose is the first to use them).
+    assert [s.name for s in stages] == ["track", "swap+hands", "compose"]
     frame = Frame(image=hopper_image, seq=0, captured_ns=time.monotonic_ns(), pts=0.0)
     for stage in stages:
         stage.run(frame)
-        if stage.name == "hands":
+        if stage.name == "swap+hands":
+            assert {"swap", "hands"} <= frame.timings_ms.keys()
             assert frame.hands == []  # the photo has no hand in it
             x0, y0, x1, y1 = frame.faces[0].box
             frame.hands = [open_hand(((x0 + x1) / 2, y1), (x1 - x0) * 0.35)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
 import time
 from pathlib import Path
 from typing import Any, ClassVar
@@ -17,7 +18,7 @@ from livswap.config import load_config
 from livswap.frame import Frame
 from livswap.label import label_box
 from livswap.output import NullSink, VideoFileSink, VirtualCameraSink
-from livswap.pipeline import Pipeline, Stage
+from livswap.pipeline import Pipeline, Stage, concurrent_stage
 from livswap.runloop import run_async
 from livswap.session import build_run
 from tests.media import probe
@@ -193,6 +194,39 @@ def test_a_stage_failure_passes_the_frame_through_and_is_counted(hopper_clip: Pa
     stats = run_async(pipeline.run)
     assert stats.frames_out == 60 == sink.frames_written
     assert stats.frames_failed == 6
+
+
+def test_concurrent_stages_run_at_once_and_each_recovers_alone() -> None:
+    # Each waits for the other: run one after the other, the barrier would time out.
+    both_inside = threading.Barrier(2, timeout=5)
+    closed: list[str] = []
+
+    def swap(frame: Frame) -> None:
+        both_inside.wait()
+        frame.swaps = []
+        frame.notes.add("swapped")
+
+    def find_hands(frame: Frame) -> None:
+        both_inside.wait()
+        raise RuntimeError("hand model hiccup")
+
+    def no_hands(frame: Frame, exc: BaseException) -> None:
+        frame.hands = []
+
+    stage = concurrent_stage(
+        [
+            Stage("swap", swap, close=lambda: closed.append("swap")),
+            Stage("hands", find_hands, no_hands, close=lambda: closed.append("hands")),
+        ],
+        "swap+hands",
+    )
+    frame = Frame(image=np.zeros((8, 8, 3), np.uint8), seq=0, captured_ns=0, pts=0.0)
+    stage.run(frame)
+    assert "swapped" in frame.notes and "hands_failed" in frame.notes  # one failed, one did not
+    assert {"swap", "hands"} <= frame.timings_ms.keys()
+    assert stage.close is not None
+    stage.close()
+    assert sorted(closed) == ["hands", "swap"]
 
 
 def test_realtime_file_source_is_paced_at_its_frame_rate(hopper_clip: Path) -> None:

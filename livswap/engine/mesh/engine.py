@@ -41,7 +41,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.spatial import Delaunay
 
-from livswap.compose import feather, masked_lowpass
+from livswap.compose import feather, masked_lowpass, masked_lowpasses
 from livswap.config import ComposeConfig, EngineConfig
 from livswap.engine.base import Identity
 from livswap.engine.mesh.source import (
@@ -355,8 +355,7 @@ class MeshStream:
         # where cv2.resize's centre-aligned interpolation puts it.
         half = size // 2
         raster = rasterize((dst - 0.5) * 0.5, topo.triangles, half, tri_depth.astype(np.float32))
-        hsx, hsy = raster.maps(src_pts)
-        htx, hty = raster.maps(tgt_pts)
+        (hsx, hsy), (htx, hty) = raster.maps_for(src_pts, tgt_pts)
         full = (size, size)
         sx, sy = cv2.resize(hsx, full), cv2.resize(hsy, full)
         tx, ty = cv2.resize(htx, full), cv2.resize(hty, full)
@@ -478,19 +477,19 @@ class MeshStream:
         light_sigma = self.light_sigma + source.side_light * (self.detail_sigma - self.light_sigma)
         light_src = masked_lowpass(src_lab, src_region, light_sigma * half, downscale=4)
         light_tgt = masked_lowpass(tgt_lab, tgt_region, light_sigma * half, downscale=4)
-        low_src = masked_lowpass(src_lab, src_region, self.detail_sigma * half, downscale=2)
-        low_tgt = masked_lowpass(tgt_lab, tgt_region, self.detail_sigma * half, downscale=2)
-        tone_src = masked_lowpass(src_lab, src_region, self.colour_sigma * half, downscale=2)
-        tone_tgt = masked_lowpass(tgt_lab, tgt_region, self.colour_sigma * half, downscale=2)
+        fine_sigmas = (self.detail_sigma * half, self.colour_sigma * half)
+        low_src, tone_src = masked_lowpasses(src_lab, src_region, fine_sigmas, downscale=2)
+        low_tgt, tone_tgt = masked_lowpasses(tgt_lab, tgt_region, fine_sigmas, downscale=2)
         gain = (light_tgt[..., 0] + 1.0) / (light_src[..., 0] + 1.0)
         # Bounded: beyond about 2.5x the source has too little light there to recover (a deep
         # shadow), and amplifying it shows as a blown patch. Where the needed brightness
         # change is that extreme, the swap fades to the target instead.
         usable = np.clip(np.minimum((3.2 - gain) / 1.2, (gain - 0.3) / 0.25), 0, 1)
         usable = cv2.GaussianBlur(usable.astype(np.float32), (0, 0), 2.0 * unit)
-        change = np.dstack([np.clip(gain, 0.4, 2.5), tone_tgt[..., 1:] - tone_src[..., 1:]])
+        tint = cv2.subtract(tone_tgt, tone_src)
+        change = cv2.merge([np.clip(gain, 0.4, 2.5).astype(np.float32), tint[..., 1], tint[..., 2]])
         if state.gain is not None and state.gain.shape == change.shape and smoothing > 0:
-            change = smoothing * state.gain + (1 - smoothing) * change
+            change = cv2.addWeighted(state.gain, smoothing, change, 1 - smoothing, 0.0)
         state.gain = change
         # Contrast: the source's detail above the lighting scale (features, creases, and the
         # edges of its own shadows) is toned down to the target's where the source has more,
@@ -500,18 +499,23 @@ class MeshStream:
         if state.contrast is not None and smoothing > 0:
             contrast = smoothing * state.contrast + (1 - smoothing) * contrast
         state.contrast = contrast
-        change_full = cv2.resize(change, (size, size), interpolation=cv2.INTER_LINEAR)
-        face_lab = _to_lab(src_warp)
-        lightness = face_lab[..., 0]
+        # Lightness: L' = gain * (base + kept * (L - base)), with base the source's local mean
+        # and ``kept`` how much of its detail stays; that is L * scale + offset, both smooth, so
+        # they are built at half resolution and applied to the full-size face in two passes.
+        light_gain = change[..., 0]
         if contrast < 0.99:
             # Only on what is the source's own skin: towards the edge of a left-out beard the
             # local mean is the skin's, and toning the beard towards it would paint it white.
-            base = cv2.resize(low_src[..., 0], (size, size), interpolation=cv2.INTER_LINEAR)
-            toned = (1.0 - contrast) * np.clip(skin * 2.0 - 1.0, 0.0, 1.0)
-            factor = cv2.resize(1.0 - toned, (size, size), interpolation=cv2.INTER_LINEAR)
-            lightness[...] = base + factor * (lightness - base)
-        lightness *= change_full[..., 0]
-        face_lab[..., 1:] += change_full[..., 1:]
+            kept = 1.0 - (1.0 - contrast) * np.clip(skin * 2.0 - 1.0, 0.0, 1.0)
+            scale_l = (kept * light_gain).astype(np.float32)
+            offset_l = ((1.0 - kept) * light_gain * low_src[..., 0]).astype(np.float32)
+        else:
+            scale_l, offset_l = light_gain, np.zeros_like(light_gain)
+        ones = np.ones_like(scale_l)
+        full = (size, size)
+        scale = cv2.resize(cv2.merge([scale_l, ones, ones]), full)  # bilinear
+        offset = cv2.resize(cv2.merge([offset_l, change[..., 1], change[..., 2]]), full)
+        face_lab = cv2.add(cv2.multiply(_to_lab(src_warp), scale), offset)
         face_rgb = _from_lab(face_lab)
         return face_rgb, usable
 

@@ -41,19 +41,31 @@ class MeshRaster:
 
         Uncovered pixels get -1 (outside any image: remap's border value).
         """
+        return self.maps_for(source_points)[0]
+
+    def maps_for(self, *source_points: FloatArray) -> list[tuple[FloatArray, FloatArray]]:
+        """:meth:`maps` for several images' points at once (one gather over the pixels)."""
         # Per triangle: source coordinates = S (2x3 vertex coords) @ barycentric(3x3 inverse).
-        verts = source_points[self.triangles].astype(np.float64)  # (T, 3, 2)
-        affine = np.matmul(verts.transpose(0, 2, 1), self.inverse).astype(np.float32)  # (T, 2, 3)
-        # One extra "triangle" for uncovered pixels maps everything to (-1, -1). Gathered once
-        # as a (6, pixels) block: six separate gathers cost twice as much.
-        coeffs = np.concatenate([affine.reshape(-1, 6), [[0, 0, -1, 0, 0, -1]]]).astype(np.float32)
+        blocks = []
+        for points in source_points:
+            verts = points[self.triangles].astype(np.float64)  # (T, 3, 2)
+            affine = np.matmul(verts.transpose(0, 2, 1), self.inverse)  # (T, 2, 3)
+            # One extra "triangle" for uncovered pixels maps everything to (-1, -1).
+            blocks.append(np.concatenate([affine.reshape(-1, 6), [[0, 0, -1, 0, 0, -1]]]))
+        # Gathered once as a (6 per image, pixels) block: separate gathers cost twice as much.
+        coeffs = np.ascontiguousarray(np.concatenate(blocks, axis=1).T, np.float32)
         ids = self.tri_id.ravel()
-        ids = np.where(ids >= 0, ids, len(affine))
+        ids = np.where(ids >= 0, ids, len(self.triangles))
         xs, ys = self._grid()
-        c = np.take(np.ascontiguousarray(coeffs.T), ids, axis=1)
-        map_x = (c[0] * xs + c[1] * ys + c[2]).reshape(self.tri_id.shape)
-        map_y = (c[3] * xs + c[4] * ys + c[5]).reshape(self.tri_id.shape)
-        return map_x, map_y
+        c = np.take(coeffs, ids, axis=1)
+        shape = self.tri_id.shape
+        return [
+            (
+                (c[k] * xs + c[k + 1] * ys + c[k + 2]).reshape(shape),
+                (c[k + 3] * xs + c[k + 4] * ys + c[k + 5]).reshape(shape),
+            )
+            for k in range(0, 6 * len(source_points), 6)
+        ]
 
     def _grid(self) -> tuple[FloatArray, FloatArray]:
         return _pixel_grid(self.tri_id.shape[0], self.tri_id.shape[1])
@@ -83,8 +95,9 @@ def rasterize(
     tri_id = np.full((size, size), -1, np.int32)
     # Sub-pixel precision (shift=4) keeps shared edges exact between neighbours.
     fixed = np.round(tri_pts * 16).astype(np.int32)
-    for t in order.tolist():
-        cv2.fillConvexPoly(tri_id, fixed[t], int(t), lineType=cv2.LINE_8, shift=4)
+    # Iterating over the reordered block (not indexing it per triangle) halves the loop's cost.
+    for t, polygon in zip(order.tolist(), fixed[order], strict=True):
+        cv2.fillConvexPoly(tri_id, polygon, t, cv2.LINE_8, 4)
     # Barycentric inverse per triangle, [x y 1]^T = V w  ->  w = V^-1 [x y 1]^T, in closed form
     # (the adjugate of V over its determinant; far cheaper than a batched LAPACK inverse).
     p = tri_pts.astype(np.float64)
