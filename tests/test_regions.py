@@ -10,7 +10,12 @@ import numpy as np
 import pytest
 
 from livswap.engine import create_engine
-from livswap.engine.mesh.source import glasses_score, prepare_source, without_glasses
+from livswap.engine.mesh.source import (
+    glasses_score,
+    prepare_source,
+    source_wears_glasses,
+    without_glasses,
+)
 from livswap.engine.regions import TargetRegions
 from livswap.frame import Frame
 from livswap.session import build_stages
@@ -65,6 +70,25 @@ def test_a_source_with_glasses_gets_its_frames_painted_out(astronaut_image: np.n
     lm = source.face.landmarks
     below_eye = np.round(lm[[145, 374], :2] + (0, 0.12 * source.face.ipd)).astype(int)
     assert all(source.skin[y, x] > 0.5 for x, y in below_eye)
+
+
+def test_a_dark_bridge_alone_is_not_taken_for_glasses(astronaut_image: np.ndarray) -> None:
+    # Lit from above, the brows' shadow crosses the nose bridge as a dark band: the bridge
+    # scores like a spectacle bridge, but no lower rim runs under the eyes. Painting "frames"
+    # out of such a face smeared its eyes and brows.
+    face = detect_faces(astronaut_image)[0]
+    lm, ipd = face.landmarks[:, :2], face.ipd
+    shade = np.zeros(astronaut_image.shape[:2], np.float32)
+    y = int((lm[168, 1] + lm[6, 1]) / 2)
+    shade[y - int(ipd * 0.06) : y + int(ipd * 0.06) + 1, int(lm[133, 0]) : int(lm[362, 0])] = 1
+    shade = cv2.GaussianBlur(shade, (0, 0), ipd * 0.08)  # a soft shadow, 40% darker at most
+    shadowed = (astronaut_image * (1 - 0.4 * shade[..., None])).astype(np.uint8)
+    face = detect_faces(shadowed)[0]
+    assert glasses_score(shadowed, face) > 2.3  # the bridge alone would say glasses
+    assert not source_wears_glasses(shadowed, face)
+    assert not prepare_source(shadowed).glasses
+    glassed, _ = wearing_glasses(astronaut_image)
+    assert source_wears_glasses(glassed, detect_faces(glassed)[0])
 
 
 def test_glasses_are_remembered_per_face_with_hysteresis(astronaut_image: np.ndarray) -> None:

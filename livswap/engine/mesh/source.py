@@ -25,6 +25,7 @@ __all__ = [
     "glasses_score",
     "prepare_source",
     "skin_mask",
+    "source_wears_glasses",
     "spectacle_frames",
     "without_glasses",
 ]
@@ -264,22 +265,59 @@ def glasses_score(image: Image, face: Face) -> float:
 def glasses_score_at(image: Image, lm: FloatArray, ipd: float) -> float:
     """:func:`glasses_score` for landmarks ``lm`` (pixels of ``image``) ``ipd`` apart; only
     the boxes it measures are filtered, so it is cheap on a whole video frame."""
+    bridge = _edge_strength(image, (lm[168] + lm[6]) / 2, ipd * 0.08, ipd * 0.15)
+    return bridge / _cheek_edges(image, lm, ipd)
 
-    def box_mean(center: FloatArray, rw: float, rh: float) -> float:
-        x, y = int(center[0]), int(center[1])
-        y0, x0 = max(y - int(rh) - 1, 0), max(x - int(rw) - 1, 0)
-        patch = image[y0 : y + int(rh) + 2, x0 : x + int(rw) + 2]
-        if patch.shape[0] < 3 or patch.shape[1] < 3:
-            return 0.0
-        gray = cv2.cvtColor(patch, cv2.COLOR_RGB2GRAY).astype(np.float32)
-        return float(np.abs(cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3))[1:-1, 1:-1].mean())
 
-    bridge = box_mean((lm[168] + lm[6]) / 2, ipd * 0.08, ipd * 0.15)
-    cheeks = (box_mean(lm[50], ipd * 0.1, ipd * 0.1) + box_mean(lm[280], ipd * 0.1, ipd * 0.1)) / 2
-    return bridge / (cheeks + 2.0)
+def lower_rim_score_at(image: Image, lm: FloatArray, ipd: float) -> float:
+    """How strongly the skin below both eyes shows horizontal edges, relative to the cheeks.
+
+    A full spectacle frame's lower rim crosses there (scores of 10 and more); bare skin, even
+    with shadowed eye bags, stays under about 4. A dark bridge alone can be a brow's shadow
+    under a light from above.
+    """
+    centers = (lm[[33, 133]].mean(axis=0), lm[[362, 263]].mean(axis=0))
+    rims = []
+    for below in (0.25, 0.32, 0.4):  # frames sit higher or lower on the nose
+        down = np.array([0.0, ipd * below], np.float32)
+        rims.append(
+            np.mean([_edge_strength(image, c + down, ipd * 0.15, ipd * 0.05) for c in centers])
+        )
+    rim = float(max(rims))
+    return rim / _cheek_edges(image, lm, ipd)
+
+
+def _cheek_edges(image: Image, lm: FloatArray, ipd: float) -> float:
+    left = _edge_strength(image, lm[50], ipd * 0.1, ipd * 0.1)
+    return (left + _edge_strength(image, lm[280], ipd * 0.1, ipd * 0.1)) / 2 + 2.0
+
+
+def _edge_strength(image: Image, center: FloatArray, rw: float, rh: float) -> float:
+    """Mean vertical gradient (horizontal edges) of a box of ``image`` around ``center``."""
+    x, y = int(center[0]), int(center[1])
+    y0, x0 = max(y - int(rh) - 1, 0), max(x - int(rw) - 1, 0)
+    patch = image[y0 : y + int(rh) + 2, x0 : x + int(rw) + 2]
+    if patch.shape[0] < 3 or patch.shape[1] < 3:
+        return 0.0
+    gray = cv2.cvtColor(patch, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    return float(np.abs(cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3))[1:-1, 1:-1].mean())
 
 
 GLASSES_THRESHOLD = 2.3
+# A source photo counts as one with glasses when its bridge scores over GLASSES_THRESHOLD and
+# a lower rim shows, or when its bridge alone is unmistakable (frames without lower rims).
+LOWER_RIM_THRESHOLD = 4.5
+CLEAR_BRIDGE_THRESHOLD = 3.2
+
+
+def source_wears_glasses(image: Image, face: Face) -> bool:
+    """Whether a source photo shows glasses (its frames are then painted out: done on a bare
+    face by mistake, that smears its eyes and brows)."""
+    bridge = glasses_score(image, face)
+    if bridge < GLASSES_THRESHOLD:
+        return False
+    rim = lower_rim_score_at(image, face.landmarks[:, :2], max(face.ipd, 8.0))
+    return rim >= LOWER_RIM_THRESHOLD or bridge >= CLEAR_BRIDGE_THRESHOLD
 
 
 def glasses_area(shape: tuple[int, int], lm: FloatArray, ipd: float) -> npt.NDArray[Any]:
@@ -346,7 +384,7 @@ def without_glasses(image: Image, face: Face) -> Image | None:
     OpenCV's inpainting fills the frames (:func:`spectacle_frames`) from the skin around
     them. The lenses' tint and reflections stay: thin rims are what shows most on another face.
     """
-    if glasses_score(image, face) < GLASSES_THRESHOLD:
+    if not source_wears_glasses(image, face):
         return None
     ipd = max(face.ipd, 8.0)
     frames = spectacle_frames(image, face.landmarks[:, :2], ipd)
