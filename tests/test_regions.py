@@ -81,8 +81,8 @@ def test_a_dark_bridge_alone_is_not_taken_for_glasses(astronaut_image: np.ndarra
     shade = np.zeros(astronaut_image.shape[:2], np.float32)
     y = int((lm[168, 1] + lm[6, 1]) / 2)
     shade[y - int(ipd * 0.06) : y + int(ipd * 0.06) + 1, int(lm[133, 0]) : int(lm[362, 0])] = 1
-    shade = cv2.GaussianBlur(shade, (0, 0), ipd * 0.08)  # a soft shadow, 40% darker at most
-    shadowed = (astronaut_image * (1 - 0.4 * shade[..., None])).astype(np.uint8)
+    soft = cv2.GaussianBlur(shade, (0, 0), ipd * 0.08)  # a soft shadow, 40% darker at most
+    shadowed = (astronaut_image * (1 - 0.4 * soft[..., None])).astype(np.uint8)
     face = detect_faces(shadowed)[0]
     assert glasses_score(shadowed, face) > 2.3  # the bridge alone would say glasses
     assert not source_wears_glasses(shadowed, face)
