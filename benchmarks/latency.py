@@ -116,7 +116,9 @@ def plot(
     t = [s.captured_s for s in samples]
     top.plot(t, [s.latency_ms for s in samples], lw=0.8, label="end-to-end")
     bottom_acc = np.zeros(len(samples))
-    for stage in stages:
+    # Stages that ran at the same time ("swap+hands") are stacked as one: their parts overlap.
+    parts = {part for stage in stages if "+" in stage for part in stage.split("+")}
+    for stage in (s for s in stages if s not in parts):
         values = np.array([s.timings_ms.get(stage, 0.0) for s in samples])
         top.fill_between(t, bottom_acc, bottom_acc + values, alpha=0.35, label=stage)
         bottom_acc += values
