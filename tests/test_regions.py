@@ -65,7 +65,10 @@ def test_a_source_with_glasses_gets_its_frames_painted_out(astronaut_image: np.n
     untouched = ~cv2.dilate(mask.astype(np.uint8), np.ones((25, 25), np.uint8)).astype(bool)
     assert (painted[untouched] != glassed[untouched]).any(axis=1).mean() < 0.01  # only the rims
     source = prepare_source(glassed)
-    assert source.glasses and np.array_equal(source.image, painted)
+    assert source.glasses
+    # Its frames are the painted-out ones (elsewhere the shade of its hair is lifted); the
+    # drawn rims differ from the painted ones by 158 on average.
+    assert np.abs(source.image[mask].astype(int) - painted[mask]).mean() < 3.0
     # Its own eye surround is used, not left out for the target's.
     lm = source.face.landmarks
     below_eye = np.round(lm[[145, 374], :2] + (0, 0.12 * source.face.ipd)).astype(int)

@@ -1,5 +1,6 @@
 """Source preparation for the mesh engine, once per source photo: landmarks, a skin mask, the
-photo with its spectacle frames painted out and a side light's shadows lifted."""
+photo with its spectacle frames painted out, a side light's shadows and the shade hair casts
+beside it lifted."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ __all__ = [
     "even_side_light",
     "glasses_area",
     "glasses_score",
+    "lift_hair_shadows",
     "prepare_source",
     "skin_mask",
     "source_wears_glasses",
@@ -44,8 +46,9 @@ class SourceFace:
     """A prepared source photo.
 
     Attributes:
-        image: RGB uint8 source photo (spectacle frames painted out and a side light evened
-            out, when it has them: :func:`without_glasses`, :func:`even_side_light`).
+        image: RGB uint8 source photo (spectacle frames painted out, a side light evened out
+            and hair's shade beside it lifted, when it has them: :func:`without_glasses`,
+            :func:`even_side_light`, :func:`lift_hair_shadows`).
         face: its largest face (landmarks in the photo's pixels).
         skin: (H, W) float32 0..1: where the photo shows the face's own skin and features; 0 on
             hair and background.
@@ -487,6 +490,7 @@ def prepare_source(image: Image, what: str = "source photo") -> SourceFace:
         image = painted
     skin = skin_mask(image, face)
     image, side_light = even_side_light(image, face, skin)
+    image = lift_hair_shadows(image, face, skin)
     return SourceFace(
         image,
         face,
@@ -498,6 +502,71 @@ def prepare_source(image: Image, what: str = "source photo") -> SourceFace:
         eye_openness(face.landmarks),
         side_light,
     )
+
+
+HAIR_SHADOW_REACH = 0.15  # of the eye distance: how far into the skin a hair's shadow falls
+HAIR_SHADOW_SLACK = 1.15  # skin up to this much darker than its surroundings is left alone
+
+
+def lift_hair_shadows(image: Image, face: Face, skin: FloatArray) -> Image:
+    """``image`` with the shadow that hair casts on the skin beside it lifted.
+
+    Skin next to a strand or a fringe is often darker than the skin around it: it is in the
+    hair's shade. The skin mask rightly keeps it (it is skin), and the swap then carries a dark
+    streak along the hair's edge onto every target. Within reach of what the skin mask leaves
+    out inside the face outline, skin much darker than its neighbourhood's skin level is brought
+    up to it; eyes, brows and lips are left alone.
+    """
+    idx = face_index()
+    lm = face.landmarks[:, :2]
+    h, w = image.shape[:2]
+    ipd = max(face.ipd, 8.0)
+    reach = HAIR_SHADOW_REACH * ipd
+    pad = int(reach) + 2
+    x0, y0 = np.maximum(np.floor(lm[idx.face_oval].min(axis=0)).astype(int) - pad, 0)
+    x1, y1 = np.ceil(lm[idx.face_oval].max(axis=0)).astype(int) + pad
+    x1, y1 = min(int(x1), w), min(int(y1), h)
+    if x1 - x0 < 8 or y1 - y0 < 8:
+        return image
+    shape = (y1 - y0, x1 - x0)
+    points = (lm - [x0, y0]).astype(np.float32)
+    own = skin[y0:y1, x0:x1]
+    oval = _poly_mask(shape, points[idx.face_oval]) > 127
+    left_out = oval & (own < 0.02)
+    if not left_out.any():
+        return image
+    distance = cv2.distanceTransform((~left_out).astype(np.uint8), cv2.DIST_L2, 5)
+    # Fading with the distance from the hair (lifting the whole reach fully flattened the
+    # cheeks' own shading: retrieval 78.1 -> 76.5% on the shared photos); and up to the mask's
+    # soft edge: what is pasted there at partial strength is lifted too.
+    near = np.clip(1.0 - distance / reach, 0.0, 1.0) * (own > 0.02)
+    if not near.any():
+        return image
+    features = np.zeros(shape, np.uint8)
+    for loop in (idx.left_eye, idx.right_eye, idx.lips_outer):
+        features |= _poly_mask(shape, points[loop])
+    for group in (idx.left_brow, idx.right_brow):
+        features |= _poly_mask(shape, cv2.convexHull(points[group]).reshape(-1, 2))
+    grow = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (max(3, int(ipd * 0.08)) | 1,) * 2)
+    features = cv2.dilate(features, grow)
+    region = ((own > 0.5) & (features == 0)).astype(np.float32)
+    crop = image[y0:y1, x0:x1].astype(np.float32) * np.float32(1 / 255)
+    lab: FloatArray = cv2.cvtColor(crop, cv2.COLOR_RGB2Lab)
+    lightness = lab[..., 0]
+    # The skin's level from its lit part: the shadow itself would pull it down (second pass
+    # without what the first found much darker).
+    level = masked_lowpass(lab, region, 2.0 * reach, downscale=2)[..., 0]
+    lit = region * (lightness * HAIR_SHADOW_SLACK > level)
+    level = masked_lowpass(lab, lit.astype(np.float32), 2.0 * reach, downscale=2)[..., 0]
+    lift = np.log((level + 1.0) / (lightness + 1.0)) - np.log(HAIR_SHADOW_SLACK)
+    lift = np.clip(lift, 0.0, np.log(2.5))
+    weight = near * cv2.GaussianBlur(
+        (features == 0).astype(np.float32), (0, 0), max(1.0, 0.02 * ipd)
+    )
+    lab[..., 0] = lightness * np.exp(weight * lift)
+    out = image.copy()
+    out[y0:y1, x0:x1] = cv2.convertScaleAbs(cv2.cvtColor(lab, cv2.COLOR_Lab2RGB), alpha=255.0)
+    return out
 
 
 SIDE_LIGHT_SCALE = 0.05  # of the eye distance: how finely a shadow's lift follows it
