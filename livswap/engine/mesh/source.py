@@ -88,6 +88,20 @@ def _poly_mask(shape: tuple[int, int], points: FloatArray) -> npt.NDArray[Any]:
     return mask
 
 
+def _feature_mask(shape: tuple[int, int], points: FloatArray, grow: float) -> npt.NDArray[Any]:
+    """uint8 mask of the eyes, lips and brows (their hulls) of a face with landmarks
+    ``points`` (pixels of an image of ``shape``), grown by about ``grow`` pixels."""
+    idx = face_index()
+    features = np.zeros(shape, np.uint8)
+    for loop in (idx.left_eye, idx.right_eye, idx.lips_outer):
+        features |= _poly_mask(shape, points[loop])
+    for group in (idx.left_brow, idx.right_brow):
+        hull = cv2.convexHull(points[group].astype(np.float32)).reshape(-1, 2)
+        features |= _poly_mask(shape, hull)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (max(3, int(grow)) | 1,) * 2)
+    return np.asarray(cv2.dilate(features, kernel), np.uint8)
+
+
 def _lowered_forehead(
     lm: FloatArray, oval: npt.NDArray[np.intp], brows: npt.NDArray[np.intp], amount: float
 ) -> FloatArray:
@@ -542,13 +556,7 @@ def lift_hair_shadows(image: Image, face: Face, skin: FloatArray) -> Image:
     near = np.clip(1.0 - distance / reach, 0.0, 1.0) * (own > 0.02)
     if not near.any():
         return image
-    features = np.zeros(shape, np.uint8)
-    for loop in (idx.left_eye, idx.right_eye, idx.lips_outer):
-        features |= _poly_mask(shape, points[loop])
-    for group in (idx.left_brow, idx.right_brow):
-        features |= _poly_mask(shape, cv2.convexHull(points[group]).reshape(-1, 2))
-    grow = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (max(3, int(ipd * 0.08)) | 1,) * 2)
-    features = cv2.dilate(features, grow)
+    features = _feature_mask(shape, points, ipd * 0.08)
     region = ((own > 0.5) & (features == 0)).astype(np.float32)
     crop = image[y0:y1, x0:x1].astype(np.float32) * np.float32(1 / 255)
     lab: FloatArray = cv2.cvtColor(crop, cv2.COLOR_RGB2Lab)
@@ -605,14 +613,7 @@ def even_side_light(image: Image, face: Face, skin: FloatArray) -> tuple[Image, 
     crop[: y1 - y0, : x1 - x0] = image[y0:y1, x0:x1]
     own_skin = np.zeros((side, side), np.float32)
     own_skin[: y1 - y0, : x1 - x0] = skin[y0:y1, x0:x1]
-    features = np.zeros((side, side), np.uint8)
-    for loop in (idx.left_eye, idx.right_eye, idx.lips_outer):
-        features |= _poly_mask((side, side), points[loop])
-    for group in (idx.left_brow, idx.right_brow):
-        hull = cv2.convexHull(points[group].astype(np.float32)).reshape(-1, 2)
-        features |= _poly_mask((side, side), hull)
-    grow = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (max(3, int(ipd * 0.12)) | 1,) * 2)
-    features = cv2.dilate(features, grow)
+    features = _feature_mask((side, side), points, ipd * 0.12)
     lab: FloatArray = cv2.cvtColor(crop * np.float32(1 / 255), cv2.COLOR_RGB2Lab)
     mirrored = cv2.remap(lab, map_x, map_y, cv2.INTER_LINEAR)
     mirrored_skin = cv2.remap(own_skin, map_x, map_y, cv2.INTER_LINEAR, borderValue=0)
