@@ -15,7 +15,8 @@ target, a late one the gallery view). Measured with an independent face-recognit
 - landmark error: mean distance between MediaPipe's 478 landmarks on the swap and on the
   target, over the target's inter-pupil distance (pose and expression kept = small);
 - each figure again per fixed half of the people (A/B by a hash of the name): tune on one,
-  read the other;
+  read the other; with each source's own hits, and how large a gap between the halves random
+  splits of the same people give (a gap few of them reach is over-fitting, not who is where);
 - for videos: flicker ratio, frame-to-frame change inside the face's hull, swapped / original;
 - with ``--hand-photo``: how much of a hand swept across each video's face survives the swap.
 """
@@ -280,11 +281,50 @@ def evaluate_people(
             }
             for half in "AB"
         },
+        "split": split_check(rows),
         "rows": rows,
     }
     if sheet_path is not None and sheet:
         write_sheet(sheet, sheet_rows, sheet_path, args.sheet_rows)
     return result
+
+
+SPLIT_PERMUTATIONS = 2000
+
+
+def split_check(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """How far apart the halves' retrieval is, and how far apart it would be by chance.
+
+    Swaps from one source hit or miss together (a hard face is hard onto every target), so the
+    halves differ by who happens to be in them as much as by any tuning. Reassigning the same
+    sources to halves of the same sizes at random, with nothing tuned on either, gives the gaps
+    that chance alone makes: a real gap from over-fitting is one that few of them reach.
+    """
+    sources = sorted({r["source"] for r in rows})
+    hits = np.array(
+        [sum(r.get("nearest") == s for r in rows if r["source"] == s) for s in sources], float
+    )
+    counts = np.array([sum(r["source"] == s for r in rows) for s in sources], float)
+    in_a = np.array([half_of(s) == "A" for s in sources])
+    per_source = {s: f"{int(h)}/{int(c)}" for s, h, c in zip(sources, hits, counts, strict=True)}
+    if in_a.all() or not in_a.any():
+        return {"per_source": per_source}
+
+    def gap(mask: npt.NDArray[np.bool_]) -> float:
+        a = hits[mask].sum() / counts[mask].sum()
+        b = hits[~mask].sum() / counts[~mask].sum()
+        return float(a - b)
+
+    observed = gap(in_a)
+    rng = np.random.default_rng(0)  # the same figures every run
+    chance = np.abs([gap(rng.permutation(in_a)) for _ in range(SPLIT_PERMUTATIONS)])
+    return {
+        "per_source": per_source,
+        "gap_a_minus_b": round(observed, 4),
+        "chance_gap_median": round(float(np.median(chance)), 4),
+        "chance_gap_p90": round(float(np.percentile(chance, 90)), 4),
+        "chance_at_least_this_gap": round(float(np.mean(chance >= abs(observed) - 1e-9)), 4),
+    }
 
 
 def summary_of(rows: list[dict[str, Any]], gallery_size: int) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.quality import half_of, occluded_clip, people_in_clips, run_clip
+from benchmarks.quality import half_of, occluded_clip, people_in_clips, run_clip, split_check
 from livswap.config import load_config
 from tests.media import moving_frames, write_video
 
@@ -27,6 +27,31 @@ def test_the_split_is_fixed_and_splits() -> None:
     halves = [half_of(n) for n in names]
     assert halves == [half_of(n) for n in names]  # the same every run: nobody picks them
     assert 10 < halves.count("A") < 30
+
+
+def _rows(hits_by_source: dict[str, int], targets: int = 10) -> list[dict[str, object]]:
+    return [
+        {"source": s, "nearest": s if i < hits else "someone else"}
+        for s, hits in hits_by_source.items()
+        for i in range(targets)
+    ]
+
+
+def test_the_split_check_tells_a_chance_gap_from_one_chance_rarely_gives() -> None:
+    names = [f"person{i}" for i in range(16)]
+    in_a = [n for n in names if half_of(n) == "A"]
+    assert 3 <= len(in_a) <= 13
+    # Halves apart only by who is hard: one hard person among easy ones, in whichever half.
+    mixed = split_check(_rows({n: 2 if n == names[0] else 8 for n in names}))
+    assert mixed["per_source"][names[0]] == "2/10"
+    assert mixed["chance_at_least_this_gap"] > 0.3
+    # Every source of one half retrieved, none of the other's: chance almost never splits so.
+    apart = split_check(_rows({n: 10 if n in in_a else 0 for n in names}))
+    assert apart["gap_a_minus_b"] == 1.0
+    assert apart["chance_at_least_this_gap"] < 0.01 < apart["chance_gap_p90"]
+    assert split_check(_rows({n: 5 for n in in_a})) == {
+        "per_source": {n: "5/10" for n in in_a}
+    }  # one half only: nothing to compare
 
 
 def test_a_hand_sweeps_across_the_face_and_is_scored(
