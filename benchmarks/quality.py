@@ -89,15 +89,42 @@ class Person:
     gallery: Image  # for retrieval only (the second photo, or a late frame)
 
 
+def same_picture(a: Image, b: Image) -> bool:
+    """Whether ``b`` is ``a`` at another size or compression (not another photo of the person):
+    the same shape, and the same picture to within a few grey levels once both are small."""
+    ha, wa = a.shape[:2]
+    hb, wb = b.shape[:2]
+    if abs(wa / ha - wb / hb) > 0.02 * (wa / ha):
+        return False
+
+    def small(image: Image) -> npt.NDArray[np.float32]:
+        grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+        return cv2.resize(grey, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+    return float(np.abs(small(a) - small(b)).mean()) < 4.0
+
+
 def people_in(folder: Path) -> list[Person]:
-    """A person per sub-folder with two or more photos: the first is swapped, the second is the
-    gallery view."""
+    """A person per sub-folder with two or more photos: the first is swapped, the next one that
+    is another picture (not the first at another size) is the gallery view."""
     persons = []
     for d in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("_")):
         photos = sorted(p for p in d.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
-        if len(photos) >= 2:
-            first = read_image(photos[0])
-            persons.append(Person(d.name, first, first, read_image(photos[1])))
+        if len(photos) < 2:
+            continue
+        first = read_image(photos[0])
+        # A copy of the source photo as the gallery view would retrieve any swap from it (and
+        # hold every swap onto it to the target): it measures nothing.
+        gallery = next(
+            (g for g in (read_image(p) for p in photos[1:]) if not same_picture(first, g)), None
+        )
+        if gallery is None:
+            print(
+                f"skip {d.name}: its other photos are {photos[0].name} at another size",
+                file=sys.stderr,
+            )
+            continue
+        persons.append(Person(d.name, first, first, gallery))
     return persons
 
 

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 
-from benchmarks.quality import half_of, occluded_clip, people_in_clips, run_clip, split_check
+from benchmarks.quality import (
+    half_of,
+    occluded_clip,
+    people_in,
+    people_in_clips,
+    run_clip,
+    same_picture,
+    split_check,
+)
 from livswap.config import load_config
 from tests.media import moving_frames, write_video
 
@@ -20,6 +29,30 @@ def test_a_clip_is_a_person_with_three_views(hopper_image: np.ndarray, tmp_path:
     views = [person.source, person.target, person.gallery]
     assert all(v.shape == (384, 320, 3) for v in views)
     assert not np.array_equal(person.source, person.gallery)  # different moments of the clip
+
+
+def test_a_copy_of_the_source_photo_is_not_taken_for_the_gallery_view(
+    hopper_image: np.ndarray, astronaut_image: np.ndarray, tmp_path: Path
+) -> None:
+    def save(path: Path, image: np.ndarray) -> None:
+        path.parent.mkdir(exist_ok=True)
+        cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+
+    h, w = hopper_image.shape[:2]
+    smaller = np.asarray(
+        cv2.resize(hopper_image, (w // 2, h // 2), interpolation=cv2.INTER_AREA), np.uint8
+    )
+    other = np.asarray(cv2.resize(astronaut_image, (w, h)), np.uint8)  # another picture
+    assert same_picture(hopper_image, smaller) and not same_picture(hopper_image, other)
+    save(tmp_path / "grace" / "a.png", hopper_image)
+    save(tmp_path / "grace" / "b.jpg", smaller)  # the same photo at half the size
+    save(tmp_path / "grace" / "c.png", other)
+    save(tmp_path / "only_copies" / "a.png", hopper_image)
+    save(tmp_path / "only_copies" / "b.jpg", smaller)
+    people = people_in(tmp_path)
+    assert [p.name for p in people] == ["grace"]  # nothing to retrieve against: skipped
+    assert people[0].gallery.shape == other.shape
+    assert not same_picture(people[0].source, people[0].gallery)
 
 
 def test_the_split_is_fixed_and_splits() -> None:
