@@ -7,6 +7,7 @@ import numpy as np
 
 from livswap.config import load_config
 from livswap.engine.mesh.source import (
+    deep_shadow_keep,
     even_side_light,
     lift_hair_shadows,
     skin_mask,
@@ -183,3 +184,34 @@ def test_the_shadow_hair_casts_beside_it_does_not_travel(hopper_image: np.ndarra
     lm = face.landmarks
     far = (rows, slice(int(lm[[362, 263], 0].max()) - ipd // 4, int(lm[[362, 263], 0].max())))
     assert np.abs(lifted[far].astype(int) - shadowed[far]).max() == 0
+
+
+def test_skin_in_a_shadow_too_deep_to_relight_is_left_out_above_the_nose(
+    hopper_image: np.ndarray,
+) -> None:
+    """A far cheek in deep shade (a head turned from the lamp) would be pasted as a dark
+    stripe; there the target's own skin shows. Below the nose dark skin is kept (beards)."""
+    face = face_of(hopper_image)
+    skin = skin_mask(hopper_image, face)
+    lm, ipd = face.landmarks, face.ipd
+    untouched = deep_shadow_keep(hopper_image, face, skin)
+    assert (untouched[skin > 0.5] > 0.9).mean() > 0.99  # an ordinary photo keeps its skin
+
+    x_in = int(lm[234, 0] + 0.12 * ipd)  # the image-left cheek, inside the outline
+    cols = slice(x_in, x_in + int(0.25 * ipd))
+    upper = slice(int(lm[33, 1] + 0.15 * ipd), int(lm[2, 1] - 0.1 * ipd))
+    lower = slice(int(lm[2, 1] + 0.25 * ipd), int(lm[2, 1] + 0.5 * ipd))
+    x_low = int(np.argmax(skin[lower].min(axis=0) > 0.5) + 0.05 * ipd)  # the jaw is narrower
+    lower_cols = slice(x_low, x_low + int(0.25 * ipd))
+    assert skin[upper, cols].min() > 0.5 and skin[lower, lower_cols].min() > 0.5
+    shaded = hopper_image.copy()
+    for band in ((upper, cols), (lower, lower_cols)):
+        shaded[band] = (shaded[band] * 0.25).astype(np.uint8)
+    keep = deep_shadow_keep(shaded, face, skin)
+    m = int(0.05 * ipd)  # the band's soft, rounded edge aside
+    inner = (slice(upper.start + m, upper.stop - m), slice(cols.start + m, cols.stop - m))
+    assert keep[inner].max() < 0.2, keep[inner].max()
+    assert keep[lower, lower_cols].min() > 0.99
+    # The lit skin beside it is kept.
+    beside = (upper, slice(cols.stop + int(0.15 * ipd), cols.stop + int(0.3 * ipd)))
+    assert keep[beside].min() > 0.95

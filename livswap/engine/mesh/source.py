@@ -21,6 +21,7 @@ from livswap.track.tracker import Face, detect_faces
 
 __all__ = [
     "SourceFace",
+    "deep_shadow_keep",
     "even_side_light",
     "glasses_area",
     "glasses_score",
@@ -505,6 +506,7 @@ def prepare_source(image: Image, what: str = "source photo") -> SourceFace:
     skin = skin_mask(image, face)
     image, side_light = even_side_light(image, face, skin)
     image = lift_hair_shadows(image, face, skin)
+    skin = (skin * deep_shadow_keep(image, face, skin)).astype(np.float32)
     return SourceFace(
         image,
         face,
@@ -575,6 +577,66 @@ def lift_hair_shadows(image: Image, face: Face, skin: FloatArray) -> Image:
     out = image.copy()
     out[y0:y1, x0:x1] = cv2.convertScaleAbs(cv2.cvtColor(lab, cv2.COLOR_Lab2RGB), alpha=255.0)
     return out
+
+
+# Skin lightness (Lab L) over the lit skin around it: below DEEP_SHADOW_OUT it is left out of
+# the swap, above DEEP_SHADOW_IN kept, faded between.
+DEEP_SHADOW_OUT = 0.45
+DEEP_SHADOW_IN = 0.6
+DEEP_SHADOW_SCALE = 0.5  # of the eye distance: how far around the lit skin's level is taken
+# The nose's wings, tip and underside, whose own shade is the face's relief.
+_NOSE_BOTTOM = np.array([48, 278, 64, 294, 98, 327, 2, 94, 19, 1, 4, 240, 460], np.intp)
+
+
+def deep_shadow_keep(image: Image, face: Face, skin: FloatArray) -> FloatArray:
+    """How much of ``face``'s skin to swap (0..1): 0 where it lies in a shadow too deep to
+    relight, once side light and hair shadows are lifted.
+
+    A head turned from the lamp leaves its far cheek and temple dark, and hair often shades the
+    skin along it; where no mirror image or nearby lit skin can lift them, a 2x darker band
+    pasted onto a target shows as a dark stripe down the face. The target's own skin is the
+    better guess there. Only above the nose's underside: below it darkness is mostly beard,
+    stubble and a smile's creases, which belong to the face (leaving them out cost retrieval).
+    Eyes, brows, the lids between and the nose's underside are always kept.
+    """
+    idx = face_index()
+    lm = face.landmarks[:, :2]
+    h, w = image.shape[:2]
+    ipd = max(face.ipd, 8.0)
+    features = _feature_mask((h, w), lm, ipd * 0.1)
+    for group in (
+        _NOSE_BOTTOM,
+        np.concatenate([idx.left_eye, idx.left_brow]),
+        np.concatenate([idx.right_eye, idx.right_brow]),
+    ):
+        hull = cv2.convexHull(lm[group].astype(np.float32)).reshape(-1, 2)
+        features |= _poly_mask((h, w), hull)
+    k = max(3, int(ipd * 0.1)) | 1
+    features = cv2.dilate(features, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    region = ((skin > 0.5) & (features == 0)).astype(np.float32)
+    if not region.any():
+        return np.ones((h, w), np.float32)
+    lab: FloatArray = cv2.cvtColor(
+        image.astype(np.float32) * np.float32(1 / 255), cv2.COLOR_RGB2Lab
+    )
+    lightness = lab[..., 0]
+    sigma = DEEP_SHADOW_SCALE * ipd
+    # The level of the lit skin: a second pass without what the first found much darker.
+    level = masked_lowpass(lab, region, sigma, downscale=4)[..., 0]
+    lit = (region * (lightness > 0.7 * level)).astype(np.float32)
+    level = masked_lowpass(lab, lit, sigma, downscale=4)[..., 0]
+    ratio = (lightness + 1.0) / (level + 1.0)
+    keep = np.clip((ratio - DEEP_SHADOW_OUT) / (DEEP_SHADOW_IN - DEEP_SHADOW_OUT), 0.0, 1.0)
+    keep[features > 0] = 1.0
+    keep[int(np.clip(lm[2, 1], 0, h)) :, :] = 1.0  # below the nose's underside
+    # A shadow is an area; creases and wrinkles, as dark, are lines and stay.
+    k = max(3, int(ipd * 0.1)) | 1
+    shade = cv2.morphologyEx(
+        1.0 - keep, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+    )
+    keep = 1.0 - shade
+    soft = cv2.GaussianBlur(keep.astype(np.float32), (0, 0), max(1.0, 0.03 * ipd))
+    return np.asarray(soft, np.float32)
 
 
 SIDE_LIGHT_SCALE = 0.05  # of the eye distance: how finely a shadow's lift follows it
