@@ -30,6 +30,7 @@ import numpy as np
 import psutil
 
 from benchmarks.chromium import chromium, free_port, livswap_server, write_y4m
+from benchmarks.machine import cpu_shares
 
 
 def camera_frames(path: Path, count: int) -> list[np.ndarray]:
@@ -110,12 +111,7 @@ class CpuMeter:
         elapsed = time.monotonic() - self._t0
         cpu, machine = self._sample(), psutil.cpu_times()
         cores = {f"{k}_cores": round((cpu[k] - self._cpu0.get(k, 0.0)) / elapsed, 3) for k in cpu}
-        spent = {f: getattr(machine, f) - getattr(self._machine0, f) for f in machine._fields}
-        total = sum(spent.values()) or 1.0
-        return cores | {
-            "machine_idle_pct": round(100 * spent.get("idle", 0.0) / total, 1),
-            "machine_steal_pct": round(100 * spent.get("steal", 0.0) / total, 1),
-        }
+        return cores | cpu_shares(self._machine0, machine)
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
+from benchmarks.machine import cpu_shares
 from livswap.capture import VideoFileSource
 from livswap.config import load_config
 from livswap.frame import Frame
@@ -61,13 +62,13 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
     proc = psutil.Process()
     rss_start = proc.memory_info().rss / 2**20
     run = build_run(cfg, sinks=[NullSink()], source=source, on_output=on_output)
-    cpu_start = proc.cpu_times()
+    cpu_start, machine_start = proc.cpu_times(), psutil.cpu_times()
     wall_start = time.monotonic()
     loop = asyncio.get_running_loop()
     loop.call_later(args.seconds + args.warmup, run.pipeline.stop)
     stats = await run.pipeline.run()
     wall = time.monotonic() - wall_start
-    cpu_end = proc.cpu_times()
+    cpu_end, machine_end = proc.cpu_times(), psutil.cpu_times()
     cpu = (cpu_end.user - cpu_start.user) + (cpu_end.system - cpu_start.system)
     rss_end = proc.memory_info().rss / 2**20
 
@@ -97,7 +98,8 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         "cpu_percent": round(100 * cpu / wall, 1),
         "rss_mb_start": round(rss_start, 1),
         "rss_mb_end": round(rss_end, 1),
-        "machine": {"cpus": psutil.cpu_count(), "python": sys.version.split()[0]},
+        "machine": {"cpus": psutil.cpu_count(), "python": sys.version.split()[0]}
+        | cpu_shares(machine_start, machine_end),
     }
     if args.plot:
         plot(samples, args.warmup, stages, result, Path(args.plot))
@@ -169,7 +171,14 @@ def main() -> None:
         json.dumps(
             {
                 k: result[k]
-                for k in ("fps_in", "fps_out", "frames_dropped", "latency_ms", "cpu_percent")
+                for k in (
+                    "fps_in",
+                    "fps_out",
+                    "frames_dropped",
+                    "latency_ms",
+                    "cpu_percent",
+                    "machine",
+                )
             }
         )
     )
