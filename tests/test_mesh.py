@@ -424,3 +424,37 @@ def test_brows_that_reach_the_hair_are_not_taken_for_an_occluder(
     swapped = swap_image(mesh_config(**{"output.label": False}), hopper_image, target)
     kept = np.abs(swapped.result.astype(int) - paint).sum(axis=2) < 40
     assert kept[brows > 0].mean() < 0.3  # the source's brows, not the painted ones
+
+
+def test_a_huge_source_photo_is_prepared_around_its_face_at_the_size_it_is_drawn(
+    hopper_image: np.ndarray, astronaut_image: np.ndarray
+) -> None:
+    from livswap.engine.mesh.source import SOURCE_MAX_IPD, prepare_source
+
+    # Grace Hopper at 6x, in the corner of a wide grey scene: 12 megapixels of which the face
+    # is a small part, at an eye distance far beyond what any mesh_resolution draws.
+    big = cv2.resize(hopper_image, None, fx=6, fy=6, interpolation=cv2.INTER_CUBIC)
+    scene = np.full((big.shape[0], big.shape[1] * 2, 3), 128, np.uint8)
+    scene[:, : big.shape[1]] = big
+    prepared = prepare_source(scene)
+    assert detect_faces(scene)[0].ipd > SOURCE_MAX_IPD
+    assert prepared.face.ipd <= SOURCE_MAX_IPD + 2
+    h, w = prepared.image.shape[:2]
+    assert h * w < 0.4 * scene.shape[0] * scene.shape[1]  # the face and its surroundings
+    # The landmarks were carried into the smaller photo's pixels: its skin lies inside them.
+    assert prepared.skin.shape == (h, w)
+    oval = np.zeros((h, w), np.uint8)
+    cv2.fillPoly(
+        oval, [np.round(prepared.face.landmarks[face_index().face_oval, :2]).astype(np.int32)], 1
+    )
+    assert prepared.skin[oval > 0].mean() > 0.6 and prepared.skin[oval == 0].mean() < 0.02
+    # The swap from it is Grace Hopper's swap from her photo at its own size, up to the few
+    # pixels that landmarks found in another framing move by (a misplaced face would differ
+    # by about as much as the swap changes).
+    cfg = load_config(None, {"engine.name": "mesh", "output.label": False})
+    from_big = swap_image(cfg, scene, astronaut_image).result
+    from_own = swap_image(cfg, hopper_image, astronaut_image).result
+    x0, y0, x1, y1 = np.asarray(detect_faces(astronaut_image)[0].box).astype(int)
+    face_diff = np.abs(from_big[y0:y1, x0:x1].astype(int) - from_own[y0:y1, x0:x1]).mean()
+    swapped = np.abs(from_own[y0:y1, x0:x1].astype(int) - astronaut_image[y0:y1, x0:x1]).mean()
+    assert face_diff < 0.5 * swapped, (face_diff, swapped)

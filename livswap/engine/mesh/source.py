@@ -5,7 +5,7 @@ beside it lifted."""
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import cv2
@@ -47,10 +47,11 @@ class SourceFace:
     """A prepared source photo.
 
     Attributes:
-        image: RGB uint8 source photo (spectacle frames painted out, a side light evened out
+        image: RGB uint8 source photo, or the part around its face, no finer than it is ever
+            drawn (:func:`_working_photo`; spectacle frames painted out, a side light evened out
             and hair's shade beside it lifted, when it has them: :func:`without_glasses`,
             :func:`even_side_light`, :func:`lift_hair_shadows`).
-        face: its largest face (landmarks in the photo's pixels).
+        face: its largest face (landmarks in ``image``'s pixels).
         skin: (H, W) float32 0..1: where the photo shows the face's own skin and features; 0 on
             hair and background.
         key: content hash of the photo.
@@ -488,6 +489,53 @@ def _temple_ramp(
     return np.maximum(ramp, below).astype(np.float32)
 
 
+# The finest a source is ever drawn: twice the eye distance of the largest mesh_resolution
+# (1024 x the engine's EYE_DISTANCE of 0.2); more is never sampled (:meth:`SourceFace.texture`).
+SOURCE_MAX_IPD = 410.0
+SOURCE_MARGIN = 1.0  # of the face's box, kept around it on each side: hair, outline, ears
+
+
+def _working_photo(image: Image, face: Face) -> tuple[Image, Face]:
+    """The part of ``image`` around ``face``, no finer than it is ever drawn, and the face in
+    its pixels. A phone photo of 12-50 megapixels otherwise took tens of seconds to prepare
+    (the masks are computed per pixel), for detail the swap never uses. The landmarks are
+    carried over, not found again: a new detection moves them by a pixel or two, and that
+    alone changed which of a few swaps were recognised."""
+    h, w = image.shape[:2]
+    x0, y0, x1, y1 = face.box
+    mx, my = (x1 - x0) * SOURCE_MARGIN, (y1 - y0) * SOURCE_MARGIN
+    left, top = int(max(x0 - mx, 0)), int(max(y0 - my, 0))
+    right, bottom = int(min(x1 + mx, w)), int(min(y1 + my, h))
+    scale = min(1.0, SOURCE_MAX_IPD / max(face.ipd, 1.0))
+    if scale == 1.0 and (left, top, right, bottom) == (0, 0, w, h):
+        return image, face
+    part = image[top:bottom, left:right]
+    if scale < 1.0:
+        size = (max(1, round(part.shape[1] * scale)), max(1, round(part.shape[0] * scale)))
+        part = cv2.resize(part, size, interpolation=cv2.INTER_AREA)
+        # Pixel centres: x' = (x - left + 0.5) * s - 0.5, with s the size actually reached.
+        sx, sy = size[0] / (right - left), size[1] / (bottom - top)
+    else:
+        sx = sy = 1.0
+
+    def moved(points: FloatArray) -> FloatArray:
+        out = np.array(points, np.float32, copy=True)
+        out[..., 0] = (out[..., 0] - left + 0.5) * sx - 0.5
+        out[..., 1] = (out[..., 1] - top + 0.5) * sy - 0.5
+        if out.shape[-1] > 2:
+            out[..., 2] *= sx  # depth is in pixels too
+        return out
+
+    bx = moved(np.array([[x0, y0], [x1, y1]], np.float32))
+    return np.ascontiguousarray(part), replace(
+        face,
+        landmarks=moved(face.landmarks),
+        raw_landmarks=moved(face.raw_landmarks),
+        box=(float(bx[0, 0]), float(bx[0, 1]), float(bx[1, 0]), float(bx[1, 1])),
+        keypoints=moved(face.keypoints),
+    )
+
+
 def prepare_source(image: Image, what: str = "source photo") -> SourceFace:
     """Find the largest face in ``image`` and prepare it; EngineError when there is none."""
     faces = detect_faces(image, max_faces=4)
@@ -499,6 +547,7 @@ def prepare_source(image: Image, what: str = "source photo") -> SourceFace:
             f"{what}: the face is too small ({face.ipd:.0f} px between the eyes, need at least 12)"
         )
     key = hashlib.sha256(image.tobytes()).hexdigest()[:16]
+    image, face = _working_photo(image, face)
     painted = without_glasses(image, face)
     glasses = painted is not None
     if painted is not None:  # its own eyes, without the frames, are better than the target's
