@@ -661,7 +661,8 @@ def deep_shadow_keep(image: Image, face: Face, skin: FloatArray) -> FloatArray:
         hull = cv2.convexHull(lm[group].astype(np.float32)).reshape(-1, 2)
         features |= _poly_mask((h, w), hull)
     k = max(3, int(ipd * 0.1)) | 1
-    features = cv2.dilate(features, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+    features = cv2.dilate(features, disk)
     region = ((skin > 0.5) & (features == 0)).astype(np.float32)
     if not region.any():
         return np.ones((h, w), np.float32)
@@ -679,11 +680,7 @@ def deep_shadow_keep(image: Image, face: Face, skin: FloatArray) -> FloatArray:
     keep[features > 0] = 1.0
     keep[int(np.clip(lm[2, 1], 0, h)) :, :] = 1.0  # below the nose's underside
     # A shadow is an area; creases and wrinkles, as dark, are lines and stay.
-    k = max(3, int(ipd * 0.1)) | 1
-    shade = cv2.morphologyEx(
-        1.0 - keep, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
-    )
-    keep = 1.0 - shade
+    keep = 1.0 - cv2.morphologyEx(1.0 - keep, cv2.MORPH_OPEN, disk)
     soft = cv2.GaussianBlur(keep.astype(np.float32), (0, 0), max(1.0, 0.03 * ipd))
     return np.asarray(soft, np.float32)
 
