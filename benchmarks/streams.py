@@ -17,8 +17,10 @@ another on the same machine:
 Reported (JSON): ``streams``, ``per_stream`` (``fps``, ``latency_ms`` p50/p99 from hand-over to
 the worker until the swapped frame is back), ``aggregate_fps`` (swapped frames per second over
 all streams: faces per second, one face each), ``batch_sizes`` (generator calls per bucket),
-``unbatched_aggregate_fps``, ``independent_aggregate_fps``, and per set-up details. The first
-``--warmup`` seconds (engine start, first compiles) are not counted.
+``unbatched_aggregate_fps``, ``independent_aggregate_fps``, and per set-up details, among them
+the machine's idle and steal time while it was measured (set-ups run one after another: compare
+them only at similar steal). The first ``--warmup`` seconds (engine start, first compiles) are
+not counted.
 
 ``--random-weights`` runs a neural engine at its full size on random weights, written in the
 official file formats to a temporary model folder (speed does not depend on the values).
@@ -42,6 +44,7 @@ import cv2
 import numpy as np
 import psutil
 
+from benchmarks.machine import cpu_shares
 from livswap.capture import read_image
 from livswap.config import Config, load_config
 from livswap.engine import ENGINES
@@ -86,6 +89,7 @@ class SetupResult:
     faces_generated: int
     cpu_percent: float
     rss_mb: float
+    machine: dict[str, float]  # the machine's idle and steal while it was measured
 
 
 def stream_result(stats: PipelineStats, seconds: float) -> dict[str, Any]:
@@ -143,8 +147,10 @@ async def run_setup(
             for child in children:
                 child.cpu_percent(None)
             counted_from = [await worker.stats() for worker in workers]
+            machine_from = psutil.cpu_times()
             reset = True
         if now >= end:
+            machine = cpu_shares(machine_from, psutil.cpu_times())
             break
         # Stream i's camera ticks at (tick + i / count) intervals: out of phase, like cameras.
         for i, remote in enumerate(remotes):
@@ -174,7 +180,8 @@ async def run_setup(
         f"{name:12s} {count:3d} streams: {total:7.2f} faces/s in all, per stream "
         f"{np.median([s['fps'] for s in per_stream]):6.2f} fps, latency p50 "
         f"{np.median([s['latency_ms']['p50'] for s in per_stream]):7.1f} ms, batches "
-        f"{ {k: v for k, v in batches.items() if v} }",
+        f"{ {k: v for k, v in batches.items() if v} }, machine steal "
+        f"{machine['machine_steal_pct']:.1f}%",
         flush=True,
     )
     return SetupResult(
@@ -185,6 +192,7 @@ async def run_setup(
         faces,
         round(cpu, 1),
         round(rss / 2**20, 1),
+        machine,
     )
 
 

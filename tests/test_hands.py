@@ -13,7 +13,7 @@ from livswap.config import load_config
 from livswap.engine import create_engine
 from livswap.frame import Frame, SwappedFace
 from livswap.session import build_stages
-from livswap.track.hands import Hand, HandTracker, hand_silhouette, occluder_mask
+from livswap.track.hands import MODEL_TIMING, Hand, HandTracker, hand_silhouette, occluder_mask
 from tests.checkpoints import cpu_config
 
 # An open right hand, palm towards the camera, in palm widths (knuckle 5 to knuckle 17 is
@@ -144,12 +144,18 @@ def test_the_hand_stage_looks_every_few_frames_while_there_is_none(
 
     hands.find = find  # type: ignore[method-assign]
     try:
+        timed = []
         for i in range(8):
             frame = Frame(image=astronaut_image, seq=i, captured_ns=0, pts=i / 30)
             tracker.track(frame)
+            looks_before = len(looked)
             hands.track(frame)
             assert frame.faces and frame.hands == []
+            # The model's own time is on the frames it ran on, and only there.
+            assert (MODEL_TIMING in frame.timings_ms) == (len(looked) > looks_before)
+            timed += [frame.timings_ms[MODEL_TIMING]] if MODEL_TIMING in frame.timings_ms else []
         assert len(looked) == 8 // hands.detect_every
+        assert len(timed) == len(looked) and all(ms > 0 for ms in timed)
         left, top, side = looked[0]
         x0, y0, x1, y1 = frame.faces[0].box
         assert left <= x0 and top <= y0 and left + side >= x1 and top + side >= y1

@@ -9,11 +9,14 @@ of every engine's swapped face (:class:`livswap.compose.Compositor`).
 Detection runs only on a square around the tracked faces (a hand that can cover a face is
 within about one face size of it), and, while no hand is near a face, only every
 ``detect_every``-th frame: with no hand in view the stage costs a fraction of one detection.
+The frames it looked at carry the model's own time as ``timings_ms["hand_model"]``, so a
+benchmark can tell what one detection costs from what the stage costs on average.
 """
 
 from __future__ import annotations
 
 import itertools
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +26,7 @@ import numpy.typing as npt
 
 from livswap.frame import Frame, Image
 
-__all__ = ["Hand", "HandTracker", "hand_silhouette", "occluder_mask"]
+__all__ = ["MODEL_TIMING", "Hand", "HandTracker", "hand_silhouette", "occluder_mask"]
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -40,6 +43,7 @@ _WRIST_LENGTH, _WRIST_RADIUS = 0.6, 0.45
 # Where MediaPipe runs: a square of this many face sizes around the faces, at most this big.
 _REGION_FACES = 3.0
 _DETECT_SIDE = 256
+MODEL_TIMING = "hand_model"  # frame.timings_ms key: the model's time on frames it looked at
 
 
 @dataclass(frozen=True)
@@ -195,7 +199,10 @@ class HandTracker:
             self._frames_without += 1
             if self._frames_without % self.detect_every:
                 return
-        hands = [h for h in self.find(frame.image, region) if _near_a_face(h, frame.faces)]
+        start = time.perf_counter()
+        found = self.find(frame.image, region)
+        frame.timings_ms[MODEL_TIMING] = (time.perf_counter() - start) * 1e3
+        hands = [h for h in found if _near_a_face(h, frame.faces)]
         frame.hands = hands
         self._had_hands = bool(hands)
         self._frames_without = 0 if hands else self._frames_without
