@@ -81,9 +81,12 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
     kept = [s for s in samples if s.captured_s >= args.warmup]
     stages = sorted({k for s in kept for k in s.timings_ms})
     span = (kept[-1].captured_s - kept[0].captured_s) if len(kept) > 1 else float("nan")
+    stage_ms = {
+        st: _pcts([s.timings_ms[st] for s in kept if st in s.timings_ms], (50, 95)) for st in stages
+    }
     # The hand stage looks only every few frames while no hand is near: its median over all
     # frames hides what a look costs (and what the frames it ran on wait for).
-    looks = [s.timings_ms[MODEL_TIMING] for s in kept if MODEL_TIMING in s.timings_ms]
+    looks = sum(MODEL_TIMING in s.timings_ms for s in kept)
     result: dict[str, object] = {
         "input": str(args.input),
         "engine": args.engine,
@@ -100,15 +103,12 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         "dropped_by_slot": stats.dropped_by_slot,
         "latency_ms": _pcts([s.latency_ms for s in kept], (50, 95, 99))
         | {"max": round(max((s.latency_ms for s in kept), default=float("nan")), 3)},
-        "stage_ms": {
-            st: _pcts([s.timings_ms[st] for s in kept if st in s.timings_ms], (50, 95))
-            for st in stages
-        },
+        "stage_ms": stage_ms,
         "hand_detection": {
-            "frames": len(looks),
-            "share_of_frames": round(len(looks) / len(kept), 3) if kept else 0.0,
+            "frames": looks,
+            "share_of_frames": round(looks / len(kept), 3) if kept else 0.0,
         }
-        | _pcts(looks, (50, 95)),
+        | stage_ms.get(MODEL_TIMING, _pcts([], (50, 95))),
         "cpu_percent": round(100 * cpu / wall, 1),
         "rss_mb_start": round(rss_start, 1),
         "rss_mb_end": round(rss_end, 1),

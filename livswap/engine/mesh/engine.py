@@ -47,8 +47,10 @@ from livswap.engine.base import Identity
 from livswap.engine.mesh.source import (
     SourceFace,
     eye_openness,
+    lab_to_rgb,
     mouth_expression,
     prepare_source,
+    rgb_to_lab,
     spectacle_frames,
 )
 from livswap.engine.mesh.warp import rasterize
@@ -469,8 +471,8 @@ class MeshStream:
         shape = (half, half)
         unit = half / 100.0
         region = ((oval_in > 0) & (keep == 0)).astype(np.float32)
-        src_lab = _to_lab(cv2.resize(src_warp, shape, interpolation=cv2.INTER_AREA))
-        tgt_lab = _to_lab(tgt_half)
+        src_lab = rgb_to_lab(cv2.resize(src_warp, shape, interpolation=cv2.INTER_AREA))
+        tgt_lab = rgb_to_lab(tgt_half)
         src_region, tgt_region = region * (skin > 0.5), region * (1 - occlusion)
         # A source lit from one side keeps less of its own shading: there its relief and the
         # light cannot be told apart, and what the lifting missed (skin next to hair) stays dark.
@@ -515,8 +517,8 @@ class MeshStream:
         full = (size, size)
         scale = cv2.resize(cv2.merge([scale_l, ones, ones]), full)  # bilinear
         offset = cv2.resize(cv2.merge([offset_l, change[..., 1], change[..., 2]]), full)
-        face_lab = cv2.add(cv2.multiply(_to_lab(src_warp), scale), offset)
-        face_rgb = _from_lab(face_lab)
+        face_lab = cv2.add(cv2.multiply(rgb_to_lab(src_warp), scale), offset)
+        face_rgb = lab_to_rgb(face_lab)
         return face_rgb, usable
 
     def _mouth_mismatch(self, source: SourceFace, face: Face, state: _TrackState) -> float:
@@ -683,16 +685,6 @@ def _detail_ratio(
         return 1.0
     ratio = amplitude(target, target_low, target_region) / src
     return float(np.clip(ratio, _CONTRAST_FLOOR, 1.0))
-
-
-def _to_lab(image: Image) -> FloatArray:
-    """uint8 RGB -> float32 Lab (L 0..100, a and b about -100..100)."""
-    return cv2.cvtColor(image.astype(np.float32) * np.float32(1 / 255), cv2.COLOR_RGB2Lab)
-
-
-def _from_lab(lab: FloatArray) -> Image:
-    rgb = cv2.cvtColor(lab, cv2.COLOR_Lab2RGB)
-    return cv2.convertScaleAbs(rgb, alpha=255.0)
 
 
 # Expressions closer than this (smile and opening, over the mouth's width) count as the same;

@@ -25,8 +25,10 @@ __all__ = [
     "even_side_light",
     "glasses_area",
     "glasses_score",
+    "lab_to_rgb",
     "lift_hair_shadows",
     "prepare_source",
+    "rgb_to_lab",
     "skin_mask",
     "source_wears_glasses",
     "spectacle_frames",
@@ -117,6 +119,16 @@ def _lowered_forehead(
     above = pts[:, 1] < brow_y
     pts[above, 1] = pts[above, 1] + amount * (brow_y - pts[above, 1])
     return pts
+
+
+def rgb_to_lab(image: Image) -> FloatArray:
+    """RGB (uint8 values) -> float32 Lab (L 0..100, a and b about -100..100)."""
+    return cv2.cvtColor(image.astype(np.float32) * np.float32(1 / 255), cv2.COLOR_RGB2Lab)
+
+
+def lab_to_rgb(lab: FloatArray) -> Image:
+    """float32 Lab -> uint8 RGB (saturated)."""
+    return cv2.convertScaleAbs(cv2.cvtColor(lab, cv2.COLOR_Lab2RGB), alpha=255.0)
 
 
 def _patches(values: FloatArray, points: FloatArray, radius: int) -> FloatArray:
@@ -609,8 +621,7 @@ def lift_hair_shadows(image: Image, face: Face, skin: FloatArray) -> Image:
         return image
     features = _feature_mask(shape, points, ipd * 0.08)
     region = ((own > 0.5) & (features == 0)).astype(np.float32)
-    crop = image[y0:y1, x0:x1].astype(np.float32) * np.float32(1 / 255)
-    lab: FloatArray = cv2.cvtColor(crop, cv2.COLOR_RGB2Lab)
+    lab = rgb_to_lab(image[y0:y1, x0:x1])
     lightness = lab[..., 0]
     # The skin's level from its lit part: the shadow itself would pull it down (second pass
     # without what the first found much darker).
@@ -624,7 +635,7 @@ def lift_hair_shadows(image: Image, face: Face, skin: FloatArray) -> Image:
     )
     lab[..., 0] = lightness * np.exp(weight * lift)
     out = image.copy()
-    out[y0:y1, x0:x1] = cv2.convertScaleAbs(cv2.cvtColor(lab, cv2.COLOR_Lab2RGB), alpha=255.0)
+    out[y0:y1, x0:x1] = lab_to_rgb(lab)
     return out
 
 
@@ -666,9 +677,7 @@ def deep_shadow_keep(image: Image, face: Face, skin: FloatArray) -> FloatArray:
     region = ((skin > 0.5) & (features == 0)).astype(np.float32)
     if not region.any():
         return np.ones((h, w), np.float32)
-    lab: FloatArray = cv2.cvtColor(
-        image.astype(np.float32) * np.float32(1 / 255), cv2.COLOR_RGB2Lab
-    )
+    lab = rgb_to_lab(image)
     lightness = lab[..., 0]
     sigma = DEEP_SHADOW_SCALE * ipd
     # The level of the lit skin: a second pass without what the first found much darker.
@@ -722,7 +731,7 @@ def even_side_light(image: Image, face: Face, skin: FloatArray) -> tuple[Image, 
     own_skin = np.zeros((side, side), np.float32)
     own_skin[: y1 - y0, : x1 - x0] = skin[y0:y1, x0:x1]
     features = _feature_mask((side, side), points, ipd * 0.12)
-    lab: FloatArray = cv2.cvtColor(crop * np.float32(1 / 255), cv2.COLOR_RGB2Lab)
+    lab = rgb_to_lab(crop)
     mirrored = cv2.remap(lab, map_x, map_y, cv2.INTER_LINEAR)
     mirrored_skin = cv2.remap(own_skin, map_x, map_y, cv2.INTER_LINEAR, borderValue=0)
     mirrored_features = cv2.remap(features, map_x, map_y, cv2.INTER_NEAREST, borderValue=255)
@@ -757,7 +766,7 @@ def even_side_light(image: Image, face: Face, skin: FloatArray) -> tuple[Image, 
     low = masked_lowpass(lab, region, sigma, downscale=2)
     low_mirrored = masked_lowpass(mirrored, region, sigma, downscale=2)
     lab[..., 1:] += weight[..., None] * 0.5 * (low_mirrored[..., 1:] - low[..., 1:])
-    evened = cv2.convertScaleAbs(cv2.cvtColor(lab, cv2.COLOR_Lab2RGB), alpha=255.0)
+    evened = lab_to_rgb(lab)
     out = image.copy()
     out[y0:y1, x0:x1] = evened[: y1 - y0, : x1 - x0]
     return out, strength
