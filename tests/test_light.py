@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import cv2
 import numpy as np
+import pytest
 
 from livswap.config import load_config
+from livswap.engine.mesh import source as source_module
 from livswap.engine.mesh.source import (
     deep_shadow_keep,
     even_side_light,
     lift_hair_shadows,
+    prepare_source,
     skin_mask,
 )
 from livswap.track import Face, detect_faces
@@ -184,6 +189,39 @@ def test_the_shadow_hair_casts_beside_it_does_not_travel(hopper_image: np.ndarra
     lm = face.landmarks
     far = (rows, slice(int(lm[[362, 263], 0].max()) - ipd // 4, int(lm[[362, 263], 0].max())))
     assert np.abs(lifted[far].astype(int) - shadowed[far]).max() == 0
+
+
+def test_the_hair_shadow_lift_scales_with_its_strength(hopper_image: np.ndarray) -> None:
+    face = face_of(hopper_image)
+    shadowed, skin, (rows, cols) = hair_with_its_shadow(hopper_image, face)
+    full = lift_hair_shadows(shadowed, face, skin)
+    half = lift_hair_shadows(shadowed, face, skin, strength=0.5)
+    assert np.array_equal(lift_hair_shadows(shadowed, face, skin, strength=0.0), shadowed)
+
+    def level(image: np.ndarray) -> float:
+        return float(cv2.cvtColor(image, cv2.COLOR_RGB2LAB)[rows, cols, 0].astype(float).mean())
+
+    assert level(shadowed) + 2 < level(half) < level(full) - 2
+
+
+def test_a_side_lit_source_is_not_lifted_again_beside_its_hair(
+    astronaut_image: np.ndarray, hopper_image: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under a clear side light the shadow side is evened against its mirror image; lifting it
+    once more against the lit skin nearby left bright patches with hard edges by the hair (on
+    real side-lit photos). An evenly lit photo gets the whole hair-shadow lift."""
+    strengths: list[float] = []
+    real = source_module.lift_hair_shadows
+
+    def recorded(image: np.ndarray, face: Face, skin: np.ndarray, strength: float = 1.0) -> Any:
+        strengths.append(strength)
+        return real(image, face, skin, strength=strength)
+
+    monkeypatch.setattr(source_module, "lift_hair_shadows", recorded)
+    side_lit_source = prepare_source(side_lit(astronaut_image, face_of(astronaut_image)))
+    assert side_lit_source.side_light == 1.0 and strengths == [0.0]
+    evenly_lit = prepare_source(hopper_image)
+    assert evenly_lit.side_light == 0.0 and strengths == [0.0, 1.0]
 
 
 def test_skin_in_a_shadow_too_deep_to_relight_is_left_out_above_the_nose(

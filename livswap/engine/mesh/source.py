@@ -566,7 +566,9 @@ def prepare_source(image: Image, what: str = "source photo") -> SourceFace:
         image = painted
     skin = skin_mask(image, face)
     image, side_light = even_side_light(image, face, skin)
-    image = lift_hair_shadows(image, face, skin)
+    # Under a side light the shadow side was lifted against its mirror image already; lifting
+    # it again against the lit skin nearby leaves bright patches with hard edges by the hair.
+    image = lift_hair_shadows(image, face, skin, strength=1.0 - side_light)
     skin = (skin * deep_shadow_keep(image, face, skin)).astype(np.float32)
     return SourceFace(
         image,
@@ -585,8 +587,9 @@ HAIR_SHADOW_REACH = 0.15  # of the eye distance: how far into the skin a hair's 
 HAIR_SHADOW_SLACK = 1.15  # skin up to this much darker than its surroundings is left alone
 
 
-def lift_hair_shadows(image: Image, face: Face, skin: FloatArray) -> Image:
-    """``image`` with the shadow that hair casts on the skin beside it lifted.
+def lift_hair_shadows(image: Image, face: Face, skin: FloatArray, strength: float = 1.0) -> Image:
+    """``image`` with the shadow that hair casts on the skin beside it lifted (by ``strength``,
+    0..1, of what it takes).
 
     Skin next to a strand or a fringe is often darker than the skin around it: it is in the
     hair's shade. The skin mask rightly keeps it (it is skin), and the swap then carries a dark
@@ -603,7 +606,7 @@ def lift_hair_shadows(image: Image, face: Face, skin: FloatArray) -> Image:
     x0, y0 = np.maximum(np.floor(lm[idx.face_oval].min(axis=0)).astype(int) - pad, 0)
     x1, y1 = np.ceil(lm[idx.face_oval].max(axis=0)).astype(int) + pad
     x1, y1 = min(int(x1), w), min(int(y1), h)
-    if x1 - x0 < 8 or y1 - y0 < 8:
+    if x1 - x0 < 8 or y1 - y0 < 8 or strength <= 0.0:
         return image
     shape = (y1 - y0, x1 - x0)
     points = (lm - [x0, y0]).astype(np.float32)
@@ -630,8 +633,10 @@ def lift_hair_shadows(image: Image, face: Face, skin: FloatArray) -> Image:
     level = masked_lowpass(lab, lit.astype(np.float32), 2.0 * reach, downscale=2)[..., 0]
     lift = np.log((level + 1.0) / (lightness + 1.0)) - np.log(HAIR_SHADOW_SLACK)
     lift = np.clip(lift, 0.0, np.log(2.5))
-    weight = near * cv2.GaussianBlur(
-        (features == 0).astype(np.float32), (0, 0), max(1.0, 0.02 * ipd)
+    weight = (
+        near
+        * cv2.GaussianBlur((features == 0).astype(np.float32), (0, 0), max(1.0, 0.02 * ipd))
+        * min(strength, 1.0)
     )
     lab[..., 0] = lightness * np.exp(weight * lift)
     out = image.copy()
