@@ -458,3 +458,32 @@ def test_a_huge_source_photo_is_prepared_around_its_face_at_the_size_it_is_drawn
     face_diff = np.abs(from_big[y0:y1, x0:x1].astype(int) - from_own[y0:y1, x0:x1]).mean()
     swapped = np.abs(from_own[y0:y1, x0:x1].astype(int) - astronaut_image[y0:y1, x0:x1]).mean()
     assert face_diff < 0.5 * swapped, (face_diff, swapped)
+
+
+@pytest.mark.parametrize("direction", ["hopper onto astronaut", "astronaut onto hopper"])
+def test_the_targets_lips_keep_their_place_and_shape(
+    direction: str, astronaut_image: np.ndarray, hopper_image: np.ndarray
+) -> None:
+    """Where the two mouths' expressions differ, the target's lips show: in their own place,
+    every point of them (with only their outlines held, the points between moved with the
+    reshaping, and a wide-open mouth's lips folded over its teeth in specks: a mean difference
+    of 12.6 grey levels here; now about 2, bilinear resampling)."""
+    source_image, target_image = (
+        (hopper_image, astronaut_image)
+        if direction == "hopper onto astronaut"
+        else (astronaut_image, hopper_image)
+    )
+    engine = create_engine(mesh_config(**{"engine.shape_transfer": 1.0}))
+    identity = engine.prepare([source_image])
+    stream = engine.open_stream(identity)
+    assert isinstance(stream, MeshStream)
+    face = detect_faces(target_image)[0]
+    swapped = stream.swap_face(target_image, face, identity.data.sources[0])
+    size = swapped.crop.shape[0]
+    own = cv2.warpAffine(target_image, swapped.to_crop, (size, size))
+    points = cv2.transform(face.landmarks[None, :, :2], swapped.to_crop)[0]
+    lips = np.zeros((size, size), np.uint8)
+    cv2.fillPoly(lips, [np.round(points[face_index().lips_outer]).astype(np.int32)], 1)
+    inner = cv2.erode(lips, np.ones((3, 3), np.uint8))
+    change = np.abs(swapped.crop.astype(np.float32) - own.astype(np.float32)).mean(axis=2)
+    assert float(change[inner > 0].mean()) < 5.0

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from livswap.config import load_config
 from livswap.frame import Frame
 from livswap.track import FaceTracker, detect_faces
 from livswap.track.filters import OneEuroFilter
+from livswap.track.landmarks import face_index
 from tests.media import moving_frames
 
 
@@ -82,3 +84,19 @@ def test_one_euro_filter_follows_fast_motion_with_little_lag() -> None:
         out = f(x, i / 30, scale=60.0)
         lag = float(x[0, 0] - out[0, 0])
     assert 0 < lag < 6.0  # well under one frame's motion (10 px)
+
+
+def test_the_lips_points_are_both_outlines_and_those_between(astronaut_image: np.ndarray) -> None:
+    idx = face_index()
+    lips = set(idx.lips.tolist())
+    assert set(idx.lips_outer.tolist()) | set(idx.lips_inner.tolist()) <= lips
+    assert {0, 11, 12, 13, 14, 15, 16, 17} <= lips  # the mid-line, top to bottom
+    face = detect_faces(astronaut_image)[0]
+    points = face.landmarks[:, :2]
+    outline = points[idx.lips_outer].astype(np.float32)
+    for i in range(468):
+        inside = cv2.pointPolygonTest(outline, (float(points[i, 0]), float(points[i, 1])), True)
+        if i in lips:
+            assert inside > -1.0, i  # within the outer outline, or on it
+        else:
+            assert inside < 0.0, i  # the rest of the face is outside it

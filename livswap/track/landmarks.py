@@ -60,6 +60,7 @@ class FaceIndex:
     right_brow: IntArray
     lips_outer: IntArray  # ordered loop
     lips_inner: IntArray  # ordered loop
+    lips: IntArray  # every point of the lips: both loops and the points between them
     nose: IntArray
     left_iris: IntArray
     right_iris: IntArray
@@ -102,6 +103,26 @@ def _split_lips(edges: frozenset[tuple[int, int]]) -> tuple[list[int], list[int]
     return outer, inner
 
 
+def _between(triangles: npt.NDArray[np.int32], inner: list[int], outer: list[int]) -> list[int]:
+    """The mesh points from the ``inner`` loop out to the ``outer`` one, both included: those
+    reached from ``inner`` over the mesh's edges without crossing ``outer``."""
+    neighbours: dict[int, set[int]] = {}
+    for a, b, c in triangles.tolist():
+        for p, q in ((a, b), (b, c), (a, c)):
+            neighbours.setdefault(p, set()).add(q)
+            neighbours.setdefault(q, set()).add(p)
+    stop = set(outer)
+    found = set(inner)
+    todo = list(found)
+    while todo:
+        for n in neighbours.get(todo.pop(), ()):
+            if n not in found:
+                found.add(n)
+                if n not in stop:
+                    todo.append(n)
+    return sorted(found)
+
+
 def _triangles(edges: frozenset[tuple[int, int]]) -> npt.NDArray[np.int32]:
     adjacency: dict[int, set[int]] = {}
     for a, b in edges:
@@ -123,6 +144,7 @@ def face_index() -> FaceIndex:
     from mediapipe.python.solutions import face_mesh_connections as fmc
 
     outer, inner = _split_lips(fmc.FACEMESH_LIPS)
+    triangles = _triangles(fmc.FACEMESH_TESSELATION)
 
     def arr(xs: list[int]) -> IntArray:
         return np.asarray(xs, dtype=np.intp)
@@ -136,10 +158,11 @@ def face_index() -> FaceIndex:
         right_brow=arr(_points(fmc.FACEMESH_LEFT_EYEBROW)),
         lips_outer=arr(outer),
         lips_inner=arr(inner),
+        lips=arr(_between(triangles, inner, outer)),
         nose=arr(_points(fmc.FACEMESH_NOSE)),
         left_iris=arr([LEFT_IRIS_CENTER, *_points(fmc.FACEMESH_RIGHT_IRIS)]),
         right_iris=arr([RIGHT_IRIS_CENTER, *_points(fmc.FACEMESH_LEFT_IRIS)]),
-        triangles=_triangles(fmc.FACEMESH_TESSELATION),
+        triangles=triangles,
     )
 
 

@@ -584,8 +584,10 @@ class MeshStream:
         delta[lower, :2] += (np.median(vertical[lower] @ down) * down) - vertical[lower]
         # The lips keep the target's shape and place: they carry its speech and expression,
         # and moving them toward the source's width bought little likeness for the most
-        # landmark error (and a mouth that looks skewed while it talks).
-        delta[np.concatenate([idx.lips_outer, idx.lips_inner]), :2] = 0.0
+        # landmark error (and a mouth that looks skewed while it talks). All of their points:
+        # with only the outlines held, the points between them moved, and a wide-open mouth's
+        # lips folded over its teeth in specks.
+        delta[idx.lips, :2] = 0.0
         # The brows carry the most likeness for the landmark error they cost (measured per
         # feature): they follow the source further than the rest.
         weights[np.concatenate([idx.left_brow, idx.right_brow])] *= _BROW_TRANSFER
