@@ -103,14 +103,18 @@ def _split_lips(edges: frozenset[tuple[int, int]]) -> tuple[list[int], list[int]
     return outer, inner
 
 
-def _between(triangles: npt.NDArray[np.int32], inner: list[int], outer: list[int]) -> list[int]:
+def _adjacency(edges: frozenset[tuple[int, int]]) -> dict[int, set[int]]:
+    """Each mesh point's neighbours along ``edges``."""
+    neighbours: dict[int, set[int]] = {}
+    for a, b in edges:
+        neighbours.setdefault(a, set()).add(b)
+        neighbours.setdefault(b, set()).add(a)
+    return neighbours
+
+
+def _between(neighbours: dict[int, set[int]], inner: list[int], outer: list[int]) -> list[int]:
     """The mesh points from the ``inner`` loop out to the ``outer`` one, both included: those
     reached from ``inner`` over the mesh's edges without crossing ``outer``."""
-    neighbours: dict[int, set[int]] = {}
-    for a, b, c in triangles.tolist():
-        for p, q in ((a, b), (b, c), (a, c)):
-            neighbours.setdefault(p, set()).add(q)
-            neighbours.setdefault(q, set()).add(p)
     stop = set(outer)
     found = set(inner)
     todo = list(found)
@@ -123,17 +127,13 @@ def _between(triangles: npt.NDArray[np.int32], inner: list[int], outer: list[int
     return sorted(found)
 
 
-def _triangles(edges: frozenset[tuple[int, int]]) -> npt.NDArray[np.int32]:
-    adjacency: dict[int, set[int]] = {}
-    for a, b in edges:
-        adjacency.setdefault(a, set()).add(b)
-        adjacency.setdefault(b, set()).add(a)
+def _triangles(neighbours: dict[int, set[int]]) -> npt.NDArray[np.int32]:
     tris = set()
-    for a, nbrs in adjacency.items():
+    for a, nbrs in neighbours.items():
         for b in nbrs:
             if b <= a:
                 continue
-            for c in nbrs & adjacency[b]:
+            for c in nbrs & neighbours[b]:
                 if c > b:
                     tris.add((a, b, c))
     return np.array(sorted(tris), dtype=np.int32)
@@ -144,7 +144,7 @@ def face_index() -> FaceIndex:
     from mediapipe.python.solutions import face_mesh_connections as fmc
 
     outer, inner = _split_lips(fmc.FACEMESH_LIPS)
-    triangles = _triangles(fmc.FACEMESH_TESSELATION)
+    mesh = _adjacency(fmc.FACEMESH_TESSELATION)
 
     def arr(xs: list[int]) -> IntArray:
         return np.asarray(xs, dtype=np.intp)
@@ -158,11 +158,11 @@ def face_index() -> FaceIndex:
         right_brow=arr(_points(fmc.FACEMESH_LEFT_EYEBROW)),
         lips_outer=arr(outer),
         lips_inner=arr(inner),
-        lips=arr(_between(triangles, inner, outer)),
+        lips=arr(_between(mesh, inner, outer)),
         nose=arr(_points(fmc.FACEMESH_NOSE)),
         left_iris=arr([LEFT_IRIS_CENTER, *_points(fmc.FACEMESH_RIGHT_IRIS)]),
         right_iris=arr([RIGHT_IRIS_CENTER, *_points(fmc.FACEMESH_LEFT_IRIS)]),
-        triangles=triangles,
+        triangles=_triangles(mesh),
     )
 
 
