@@ -197,10 +197,12 @@ def build_run(
     if sinks is not None or source is not None:
         offline = cfg.capture.pacing == "fast"
     engine = engine or create_engine(cfg)
-    identity = prepare_identity(cfg, engine)
+    # The input first: a missing, damaged or unplugged one is reported at once, not after the
+    # source photo has been prepared (seconds for a large photo).
     if source is None:
         source = open_source(cfg.capture, offline=offline)
     try:
+        identity = prepare_identity(cfg, engine)
         if sinks is None:
             built: list[Sink] = []
             if kind == "virtualcam":

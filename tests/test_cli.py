@@ -189,3 +189,18 @@ def test_source_photo_without_a_face(tmp_path: Path, astronaut_jpg: Path) -> Non
     )
     # MediaPipe loads here: its native log lines must not reach the user either.
     assert_one_line_error(result, "wall.png", "no face found")
+
+
+def test_a_bad_input_is_reported_before_the_source_photo_is_prepared(tmp_path: Path) -> None:
+    import cv2
+
+    # A photo without a face would fail in preparation (after MediaPipe has loaded and run):
+    # the input's error comes first, so a mistyped input costs no wait.
+    blank = tmp_path / "wall.png"
+    cv2.imwrite(str(blank), np.full((200, 200, 3), 128, np.uint8))
+    damaged = tmp_path / "clip.mp4"
+    damaged.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
+    result = livswap(
+        "--source", str(blank), "--input", str(damaged), "--output", str(tmp_path / "o.mp4")
+    )
+    assert_one_line_error(result, "clip.mp4", "not a video")
