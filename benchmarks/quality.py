@@ -16,7 +16,9 @@ target, a late one the gallery view). Measured with an independent face-recognit
   target, over the target's inter-pupil distance (pose and expression kept = small);
 - each figure again per fixed half of the people (A/B by a hash of the name): tune on one,
   read the other; with each source's own hits, and how large a gap between the halves random
-  splits of the same people give (a gap few of them reach is over-fitting, not who is where);
+  splits of the same people give (a gap few of them reach is over-fitting, not who is where),
+  and how far each half's source photos are from their own gallery views before any swap (a
+  half of harder people retrieves less, whichever half was tuned on);
 - for videos: flicker ratio, frame-to-frame change inside the face's hull, swapped / original;
 - with ``--hand-photo``: how much of a hand swept across each video's face survives the swap.
 """
@@ -235,12 +237,16 @@ def evaluate_people(
         sys.exit("need at least two people (photo folders, or clips in video-identity mode)")
     gallery = {}
     target_faces = {}
+    unswapped: dict[str, float] = {}  # how far each source photo itself is from its gallery view
     for p in persons:
         emb = embedder.embed(p.gallery)
         if emb is None:
             print(f"skip {p.name}: dlib finds no face in its gallery view", file=sys.stderr)
             continue
         gallery[p.name] = emb
+        own = embedder.embed(p.source)
+        if own is not None:
+            unswapped[p.name] = float(np.linalg.norm(own - emb))
         faces = detect_faces(p.target, max_faces=1)
         if faces:
             target_faces[p.name] = faces[0]
@@ -305,6 +311,11 @@ def evaluate_people(
             half: {
                 "people": sorted({r["source"] for r in rows if r["half"] == half}),
                 **summary_of([r for r in rows if r["half"] == half], len(gallery_names)),
+                # The half's own difficulty, before any swap: a half whose source photos are
+                # further from their gallery views is harder to retrieve, tuned on or not.
+                "unswapped_dist_source": mean_of(
+                    [d for n, d in unswapped.items() if half_of(n) == half and n in sources]
+                ),
             }
             for half in "AB"
         },
@@ -352,6 +363,10 @@ def split_check(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "chance_gap_p90": round(float(np.percentile(chance, 90)), 4),
         "chance_at_least_this_gap": round(float(np.mean(chance >= abs(observed) - 1e-9)), 4),
     }
+
+
+def mean_of(values: list[float]) -> float | None:
+    return round(float(np.mean(values)), 4) if values else None
 
 
 def summary_of(rows: list[dict[str, Any]], gallery_size: int) -> dict[str, Any]:
