@@ -720,8 +720,8 @@ def even_side_light(image: Image, face: Face, skin: FloatArray) -> tuple[Image, 
     (:data:`SIDE_LIGHT_LIFT`), the ratio smoothed by a guided filter on the photo's own
     lightness, so that it follows a shadow's hard edge and not the skin's texture. The brighter
     side is left as it is (it shows the face's own colours); chroma is brought half-way, to the
-    mean of the two sides. Eyes, brows
-    and lips are left alone: one may look or be shaped differently from its mirror image.
+    mean of the two sides. Eyes, brows and lips are left alone: one may look or be shaped
+    differently from its mirror image.
     """
     idx = face_index()
     lm = face.landmarks
