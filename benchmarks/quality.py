@@ -383,9 +383,9 @@ def summary_of(rows: list[dict[str, Any]], gallery_size: int) -> dict[str, Any]:
         ),
         "still_target": round(float(np.mean([r.get("nearest") == r["target"] for r in rows])), 4),
         "chance": round(1 / max(gallery_size, 1), 4),
-        "mean_dist_source": round(float(np.mean(src)), 4) if src else None,
-        "mean_dist_target": round(float(np.mean(tgt)), 4) if tgt else None,
-        "landmark_error": round(float(np.mean(lm)), 4) if lm else None,
+        "mean_dist_source": mean_of(src),
+        "mean_dist_target": mean_of(tgt),
+        "landmark_error": mean_of(lm),
         "landmark_error_p90": round(float(np.percentile(lm, 90)), 4) if lm else None,
         "swap_ms_median": round(float(np.median([r["swap_ms"] for r in rows])), 1),
     }

@@ -13,6 +13,7 @@ import pytest
 from livswap.compose import Compositor
 from livswap.config import Config, load_config
 from livswap.engine import create_engine
+from livswap.engine.base import Engine, Identity
 from livswap.engine.mesh.engine import MeshStream
 from livswap.errors import EngineError
 from livswap.frame import Frame, SwappedFace
@@ -323,6 +324,29 @@ def _closed_eyes(face: Face) -> Face:
     return dataclasses.replace(face, landmarks=points)
 
 
+def shape_kept(source_image: np.ndarray) -> tuple[Engine, Identity]:
+    """The mesh engine with the shape kept (shape_transfer 0), and its identity from
+    ``source_image``: the target's own pixels are then the target photo in the canonical
+    square, so what of a swap is the target's own is measurable."""
+    engine = create_engine(mesh_config(**{"output.label": False, "engine.shape_transfer": 0.0}))
+    return engine, engine.prepare([source_image])
+
+
+def change_in_crop(
+    engine: Engine, identity: Identity, image: np.ndarray, target: Face
+) -> tuple[np.ndarray, np.ndarray]:
+    """A swap of ``target`` in ``image`` on a new stream: how much each pixel of its crop
+    differs from the target's own (grey levels, mean over RGB), and the target's landmarks in
+    the crop."""
+    stream = engine.open_stream(identity)
+    assert isinstance(stream, MeshStream)
+    swapped = stream.swap_face(image, target, identity.data.sources[0])
+    size = swapped.crop.shape[0]
+    own = cv2.warpAffine(image, swapped.to_crop, (size, size))
+    change = np.abs(swapped.crop.astype(np.float32) - own.astype(np.float32)).mean(axis=2)
+    return change, cv2.transform(target.landmarks[None, :, :2], swapped.to_crop)[0]
+
+
 def test_a_blinking_target_shows_its_own_upper_lids(
     astronaut_image: np.ndarray, hopper_image: np.ndarray
 ) -> None:
@@ -331,10 +355,7 @@ def test_a_blinking_target_shows_its_own_upper_lids(
     # the target photo in the canonical square, so "its own lids" is measurable.
     from livswap.engine.mesh.source import eye_openness
 
-    cfg = mesh_config(**{"output.label": False, "engine.shape_transfer": 0.0})
-    engine = create_engine(cfg)
-    identity = engine.prepare([hopper_image])
-    source = identity.data.sources[0]
+    engine, identity = shape_kept(hopper_image)
     face = detect_faces(astronaut_image)[0]
     shut = _closed_eyes(face)
     assert np.all(eye_openness(face.landmarks) > 0.3)
@@ -342,20 +363,14 @@ def test_a_blinking_target_shows_its_own_upper_lids(
     idx = face_index()
 
     def lid_difference(target: Face) -> float:
-        stream = engine.open_stream(identity)
-        assert isinstance(stream, MeshStream)
-        swapped = stream.swap_face(astronaut_image, target, source)
-        size = swapped.crop.shape[0]
-        own = cv2.warpAffine(astronaut_image, swapped.to_crop, (size, size))
-        points = cv2.transform(target.landmarks[None, :, :2], swapped.to_crop)[0]
-        lid = np.zeros((size, size), np.uint8)
+        change, points = change_in_crop(engine, identity, astronaut_image, target)
+        lid = np.zeros(change.shape, np.uint8)
         for eye, brow in ((idx.left_eye, idx.left_brow), (idx.right_eye, idx.right_brow)):
             # Between the eye's middle line and its brow, well clear of both, and of the corners.
             top, bottom = points[brow, 1].max(), points[eye, 1].mean()
             x0, x1 = points[eye, 0].min(), points[eye, 0].max()
             y0, y1 = top + 0.4 * (bottom - top), bottom - 0.1 * (bottom - top)
             lid[int(y0) : int(y1), int(x0 + 0.2 * (x1 - x0)) : int(x1 - 0.2 * (x1 - x0))] = 1
-        change = np.abs(swapped.crop.astype(np.float32) - own.astype(np.float32)).mean(axis=2)
         return float(change[lid > 0].mean())
 
     # The source's lashes stretched over the shut eye differed by 41 grey levels here; its
@@ -369,19 +384,12 @@ def test_the_target_keeps_its_eyeballs_and_the_source_gives_its_lash_lines(
     astronaut_image: np.ndarray, hopper_image: np.ndarray
 ) -> None:
     # keep_target_eyes keeps the target's gaze (its irises), not its whole eye outline: the lid
-    # margins and lashes inside the outline carry the source's likeness. Shape kept (transfer
-    # 0), so the target's own pixels are the target photo in the canonical square.
-    cfg = mesh_config(**{"output.label": False, "engine.shape_transfer": 0.0})
-    engine = create_engine(cfg)
-    identity = engine.prepare([hopper_image])
-    face = detect_faces(astronaut_image)[0]
-    stream = engine.open_stream(identity)
-    assert isinstance(stream, MeshStream)
-    swapped = stream.swap_face(astronaut_image, face, identity.data.sources[0])
-    size = swapped.crop.shape[0]
-    own = cv2.warpAffine(astronaut_image, swapped.to_crop, (size, size))
-    change = np.abs(swapped.crop.astype(np.float32) - own.astype(np.float32)).mean(axis=2)
-    points = cv2.transform(face.landmarks[None, :, :2], swapped.to_crop)[0]
+    # margins and lashes inside the outline carry the source's likeness.
+    engine, identity = shape_kept(hopper_image)
+    change, points = change_in_crop(
+        engine, identity, astronaut_image, detect_faces(astronaut_image)[0]
+    )
+    size = change.shape[0]
     idx = face_index()
     ipd = float(np.linalg.norm(points[468] - points[473]))
     for eye, iris in ((idx.left_eye, idx.left_iris), (idx.right_eye, idx.right_iris)):
