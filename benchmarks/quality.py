@@ -17,8 +17,9 @@ target, a late one the gallery view). Measured with an independent face-recognit
 - each figure again per fixed half of the people (A/B by a hash of the name): tune on one,
   read the other; with each source's own hits, and how large a gap between the halves random
   splits of the same people give (a gap few of them reach is over-fitting, not who is where),
-  and how far each half's source photos are from their own gallery views before any swap (a
-  half of harder people retrieves less, whichever half was tuned on);
+  how far each half's source photos are from their own gallery views before any swap and how
+  many of them are lit from one side (a half of harder photos retrieves less, whichever half
+  was tuned on);
 - for videos: flicker ratio, frame-to-frame change inside the face's hull, swapped / original;
 - with ``--hand-photo``: how much of a hand swept across each video's face survives the swap.
 """
@@ -26,6 +27,7 @@ target, a late one the gallery view). Measured with an independent face-recognit
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import itertools
 import json
@@ -44,6 +46,8 @@ from tqdm import tqdm
 from livswap.capture import VideoFileSource, read_image
 from livswap.config import Config, load_config
 from livswap.engine import create_engine
+from livswap.engine.mesh.source import prepare_source
+from livswap.errors import EngineError
 from livswap.frame import Frame, Image
 from livswap.pipeline import close_stages
 from livswap.runloop import run_async
@@ -225,6 +229,9 @@ def one_person_clips(persons: list[Person], embedder: Embedder) -> list[Person]:
     return kept
 
 
+SIDE_LIT = 0.5  # the mesh engine's side-light strength (0..1) from which a photo counts as side-lit
+
+
 def evaluate_people(
     args: argparse.Namespace,
     cfg: Config,
@@ -238,6 +245,7 @@ def evaluate_people(
     gallery = {}
     target_faces = {}
     unswapped: dict[str, float] = {}  # how far each source photo itself is from its gallery view
+    side_lit: dict[str, bool] = {}  # whether each source photo is clearly lit from one side
     for p in persons:
         emb = embedder.embed(p.gallery)
         if emb is None:
@@ -247,6 +255,9 @@ def evaluate_people(
         own = embedder.embed(p.source)
         if own is not None:
             unswapped[p.name] = float(np.linalg.norm(own - emb))
+        # No usable face: every swap from it is counted as missed below.
+        with contextlib.suppress(EngineError):
+            side_lit[p.name] = prepare_source(p.source).side_light >= SIDE_LIT
         faces = detect_faces(p.target, max_faces=1)
         if faces:
             target_faces[p.name] = faces[0]
@@ -315,6 +326,11 @@ def evaluate_people(
                 # further from their gallery views is harder to retrieve, tuned on or not.
                 "unswapped_dist_source": mean_of(
                     [d for n, d in unswapped.items() if half_of(n) == half and n in sources]
+                ),
+                # Lit from one side: the shadow side's relief and the light cannot be told
+                # apart, so such a source keeps less of its own shading (a harder source too).
+                "side_lit_sources": sum(
+                    lit for n, lit in side_lit.items() if half_of(n) == half and n in sources
                 ),
             }
             for half in "AB"
