@@ -255,9 +255,10 @@ def evaluate_people(
         own = embedder.embed(p.source)
         if own is not None:
             unswapped[p.name] = float(np.linalg.norm(own - emb))
-        # No usable face: every swap from it is counted as missed below.
-        with contextlib.suppress(EngineError):
-            side_lit[p.name] = prepare_source(p.source).side_light >= SIDE_LIT
+        if args.half in ("both", half_of(p.name)):  # only a photo swapped from is prepared
+            # No usable face: every swap from it is counted as missed below.
+            with contextlib.suppress(EngineError):
+                side_lit[p.name] = prepare_source(p.source).side_light >= SIDE_LIT
         faces = detect_faces(p.target, max_faces=1)
         if faces:
             target_faces[p.name] = faces[0]
