@@ -30,7 +30,6 @@ __all__ = [
     "fade_curve",
     "feather",
     "masked_lowpass",
-    "masked_lowpasses",
     "paste_on_cpu",
 ]
 
@@ -55,28 +54,18 @@ def masked_lowpass(
     Values are extrapolated smoothly into masked-out areas, so nothing from outside the mask
     (hair, background) bleeds in. Computed at 1/``downscale`` resolution for speed.
     """
-    return masked_lowpasses(image, mask, (sigma,), downscale)[0]
-
-
-def masked_lowpasses(
-    image: FloatArray, mask: FloatArray, sigmas: tuple[float, ...], downscale: int = 4
-) -> list[FloatArray]:
-    """:func:`masked_lowpass` at several ``sigmas``, sharing the downscaled image and mask."""
     h, w = mask.shape
     sw, sh = max(1, w // downscale), max(1, h // downscale)
     small_mask = cv2.resize(mask, (sw, sh), interpolation=cv2.INTER_AREA)
     small_img = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA)
     channels = 1 if small_img.ndim == 2 else small_img.shape[2]
     weighted = cv2.multiply(small_img, cv2.merge([small_mask] * channels))
-    lows = []
-    for sigma in sigmas:
-        s = max(sigma / downscale, 0.5)
-        k = int(s * 6) | 1
-        num = cv2.GaussianBlur(weighted, (k, k), s)
-        den = np.maximum(cv2.GaussianBlur(small_mask, (k, k), s), np.float32(1e-4))
-        low = cv2.divide(num, cv2.merge([den] * channels))
-        lows.append(cv2.resize(low, (w, h), interpolation=cv2.INTER_LINEAR))
-    return lows
+    s = max(sigma / downscale, 0.5)
+    k = int(s * 6) | 1
+    num = cv2.GaussianBlur(weighted, (k, k), s)
+    den = np.maximum(cv2.GaussianBlur(small_mask, (k, k), s), np.float32(1e-4))
+    low = cv2.divide(num, cv2.merge([den] * channels))
+    return cv2.resize(low, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def paste_on_cpu(out: Image, face: SwappedFace, strength: float) -> None:
