@@ -14,9 +14,10 @@ Per face and frame, in a face-aligned square ("canonical" space, eyes level at f
    scales (finer, the shading is the source's own relief, which carries its likeness; a side
    light's shadows were lifted off the source photo when it was prepared), an offset on chroma
    takes the target's skin tone and colour casts at fine ones (the source's coloured light and
-   make-up tint are replaced on purpose); where the source has more detail on its skin than
-   the target, it is toned down to the target's (a crisp photo on a soft video shimmers with
-   every small head movement).
+   make-up tint are replaced on purpose); facial hair on either face is left out of the
+   lighting (it is dark over an area as large as a shadow); where the source has more detail
+   on its skin than the target, it is toned down to the target's (a crisp photo on a soft
+   video shimmers with every small head movement).
 4. Masks: the source's skin mask (no hair, glasses, beard), minus the target's eyes inside
    their lash lines and its inner mouth (its whole lips when the two mouths' expressions
    differ, its upper lids when its eyes close, and its spectacle frames when it wears
@@ -474,14 +475,15 @@ class MeshStream:
         oval_in: npt.NDArray[Any],
         keep: npt.NDArray[Any],
         occlusion: FloatArray,
-        points: FloatArray,
+        dst_h: FloatArray,
         source: SourceFace,
         state: _TrackState,
         size: int,
         smoothing: float,
     ) -> tuple[Image, FloatArray]:
         """The warped source in the target's lighting, skin tone and detail (step 4), and
-        where that was possible (0 where the needed brightness change is too extreme)."""
+        where that was possible (0 where the needed brightness change is too extreme).
+        ``dst_h``: the landmarks on the half-resolution canvas."""
         half = size // 2
         shape = (half, half)
         unit = half / 100.0
@@ -489,25 +491,28 @@ class MeshStream:
         src_lab = rgb_to_lab(cv2.resize(src_warp, shape, interpolation=cv2.INTER_AREA))
         tgt_lab = rgb_to_lab(tgt_half)
         src_region, tgt_region = region * (skin > 0.5), region * (1 - occlusion)
-        # A beard is the face's own colour, not its light, yet it is dark over an area as large
-        # as a shadow: taken into the target's lighting, a bearded target's dark chin came back
-        # on every swap (it held the swap to the target), and a source's beard was lifted to
-        # the level of its skin. Both are left out of the lighting and of the detail's local
-        # mean, which fill in from the skin around them (retrieval on the shared photos 83.7 ->
-        # 84.6%, clips unchanged). Not out of the skin tone: at its fine scale there is too
-        # little skin nearby to fill a beard in from (a stubbled source's chin came out red).
-        src_lit = src_region * (1 - _dark_below_nose(src_lab[..., 0], points, oval_in, unit))
-        tgt_lit = tgt_region * (1 - _dark_below_nose(tgt_lab[..., 0], points, oval_in, unit))
+        # Facial hair is the face's own colour, not its light, yet it is dark over an area as
+        # large as a shadow: taken into the target's lighting, a bearded target's dark chin came
+        # back on every swap (it held the swap to the target), and a source's beard was lifted
+        # to the level of its skin. The beard of either face is left out of the lighting and of
+        # the detail's local mean and amount, which fill in from the skin around it (retrieval
+        # on the shared photos 83.7 -> 84.0%, clips unchanged). Not out of the skin tone: at its
+        # fine scale there is too little skin nearby to fill a beard in from (a stubbled
+        # source's chin came out red).
+        lower_face = _lower_face(dst_h, oval_in, unit)
+        src_hair = _facial_hair_mask(src_lab[..., 0], dst_h, lower_face, unit)
+        tgt_hair = _facial_hair_mask(tgt_lab[..., 0], dst_h, lower_face, unit)
+        src_lit, tgt_lit = src_region * (1 - src_hair), tgt_region * (1 - tgt_hair)
         # A source lit from one side keeps less of its own shading: there its relief and the
         # light cannot be told apart, and what the lifting missed (skin next to hair) stays dark.
         light_sigma = self.light_sigma + source.side_light * (self.detail_sigma - self.light_sigma)
         light_src = masked_lowpass(src_lab, src_lit, light_sigma * half, downscale=4)
         light_tgt = masked_lowpass(tgt_lab, tgt_lit, light_sigma * half, downscale=4)
-        detail, colour = self.detail_sigma * half, self.colour_sigma * half
-        low_src = masked_lowpass(src_lab, src_lit, detail, downscale=2)
-        low_tgt = masked_lowpass(tgt_lab, tgt_lit, detail, downscale=2)
-        tone_src = masked_lowpass(src_lab, src_region, colour, downscale=2)
-        tone_tgt = masked_lowpass(tgt_lab, tgt_region, colour, downscale=2)
+        detail_sigma, colour_sigma = self.detail_sigma * half, self.colour_sigma * half
+        low_src = masked_lowpass(src_lab, src_lit, detail_sigma, downscale=2)
+        low_tgt = masked_lowpass(tgt_lab, tgt_lit, detail_sigma, downscale=2)
+        tone_src = masked_lowpass(src_lab, src_region, colour_sigma, downscale=2)
+        tone_tgt = masked_lowpass(tgt_lab, tgt_region, colour_sigma, downscale=2)
         gain = (light_tgt[..., 0] + 1.0) / (light_src[..., 0] + 1.0)
         # Bounded: beyond about 2.5x the source has too little light there to recover (a deep
         # shadow), and amplifying it shows as a blown patch. Where the needed brightness
@@ -523,7 +528,7 @@ class MeshStream:
         # edges of its own shadows) is toned down to the target's where the source has more,
         # never up. A crisp photo on a soft video frame looks pasted on, and every small head
         # movement would change the swap more than the face it replaces.
-        contrast = _detail_ratio(tgt_lab, low_tgt, tgt_region, src_lab, low_src, src_region)
+        contrast = _detail_ratio(tgt_lab, low_tgt, tgt_lit, src_lab, low_src, src_lit)
         if state.contrast is not None and smoothing > 0:
             contrast = smoothing * state.contrast + (1 - smoothing) * contrast
         state.contrast = contrast
@@ -532,9 +537,10 @@ class MeshStream:
         # they are built at half resolution and applied to the full-size face in two passes.
         light_gain = change[..., 0]
         if contrast < 0.99:
-            # Only on what is the source's own skin: towards the edge of a left-out beard the
-            # local mean is the skin's, and toning the beard towards it would paint it white.
-            kept = 1.0 - (1.0 - contrast) * np.clip(skin * 2.0 - 1.0, 0.0, 1.0)
+            # Only on what is the source's own skin, its facial hair aside: there the local
+            # mean is the skin's, and toning a beard towards it would paint it white.
+            own_skin = np.clip(skin * 2.0 - 1.0, 0.0, 1.0) * (1.0 - src_hair)
+            kept = 1.0 - (1.0 - contrast) * own_skin
             scale_l = (kept * light_gain).astype(np.float32)
             offset_l = ((1.0 - kept) * light_gain * low_src[..., 0]).astype(np.float32)
         else:
@@ -688,36 +694,60 @@ class MeshStream:
         return occl
 
 
-# Below the nose, darker than this share of the upper cheeks' lightness is facial hair.
-_FACIAL_HAIR_DARKNESS = 0.65
-_UPPER_CHEEKS = (50, 280, 101, 330, 117, 346)  # FaceMesh points on the cheeks, above any beard
-# Canvas units (1%): a beard is an area; a crease beside the mouth or the nose and a nostril are
-# lines and specks narrower than this. Taken for hair, they let a source's shadow beside its
-# nose travel (with 1: nose-shadow ratio 0.90 against the target's 0.99).
+# Below the nose, lightness under this share of the upper cheek's on its side is facial hair.
+_FACIAL_HAIR_LIGHTNESS = 0.65
+# FaceMesh points on the upper cheeks, above any beard: one side's, then their mirror images.
+_UPPER_CHEEKS = ((50, 101, 117), (280, 330, 346))
+# Canvas units (1%): an opening this wide drops what is narrower than about twice it. A beard
+# is an area; a crease beside the mouth or the nose and a nostril are lines and specks. Taken
+# for hair, they let a source's shadow beside its nose travel (with 1 unit, the shadow test's
+# ratio 0.90 against the target's 0.99: test_a_shadow_beside_the_sources_nose_does_not_travel).
 _FACIAL_HAIR_RADIUS = 2.0
 
 
-def _dark_below_nose(
-    lightness: FloatArray, points: FloatArray, oval: npt.NDArray[Any], unit: float
-) -> FloatArray:
-    """Soft mask (0..1) of a beard, stubble or moustache: inside ``oval``, below the nose,
-    outside the lips and much darker than the upper cheeks. ``lightness``: a face's Lab L on
-    the half-resolution canvas, ``points`` its landmarks there, ``unit`` 1% of the canvas.
+def _lower_face(points: FloatArray, oval: npt.NDArray[Any], unit: float) -> npt.NDArray[Any]:
+    """uint8 mask of ``oval`` below the nose, the lips (with a unit's margin) left out."""
+    lower = oval.copy()
+    lower[: int(np.clip(points[2, 1], 0, lower.shape[0])), :] = 0
+    lower[cv2.dilate(_fill(lower.shape, points[face_index().lips_outer]), _disk(unit)) > 0] = 0
+    return lower
 
-    A level from the upper cheeks (their brighter part) is the skin's even on a full beard,
-    which covers the lower cheeks.
+
+def _facial_hair_mask(
+    lightness: FloatArray, points: FloatArray, lower_face: npt.NDArray[Any], unit: float
+) -> FloatArray:
+    """Soft mask (0..1) of a beard, stubble or moustache: what in ``lower_face``
+    (:func:`_lower_face`) is much darker than the upper cheek on its side. ``lightness``: a
+    face's Lab L on the half-resolution canvas, ``points`` its landmarks there, ``unit`` 1% of
+    the canvas. The soft edge reaches a unit or two past ``lower_face``.
+
+    The upper cheeks' brighter part is the skin's level even on a full beard, which covers the
+    lower cheeks. Each side against its own: under a light from one side, the shadow side's
+    lower face is as dark against the lit cheek as a beard (half of it was taken for one), but
+    not against the cheek above it. (:func:`livswap.engine.mesh.source.skin_mask` leaves a
+    source's beard out of the swap only when it is far darker still.)
     """
-    idx = face_index()
+    h, w = lightness.shape
     r = max(2, int(2.5 * unit))
-    samples = []
-    for p in _UPPER_CHEEKS:
-        x, y = np.round(points[p]).astype(int)
-        samples.append(lightness[max(y - r, 0) : y + r + 1, max(x - r, 0) : x + r + 1].ravel())
-    level = float(np.percentile(np.concatenate(samples), 60))
-    dark = cv2.bitwise_and((lightness < _FACIAL_HAIR_DARKNESS * level).astype(np.uint8) * 255, oval)
-    dark[: int(np.clip(points[2, 1], 0, dark.shape[0])), :] = 0
-    dark[cv2.dilate(_fill(dark.shape, points[idx.lips_outer]), _disk(unit)) > 0] = 0
-    dark = cv2.morphologyEx(dark, cv2.MORPH_OPEN, _disk(_FACIAL_HAIR_RADIUS * unit))
+    levels, centres = [], []
+    for group in _UPPER_CHEEKS:
+        patches = []
+        for p in group:
+            x, y = np.round(points[p]).astype(int)
+            if 0 <= x < w and 0 <= y < h:
+                patches.append(lightness[max(y - r, 0) : y + r + 1, max(x - r, 0) : x + r + 1])
+        if not patches:  # a cheek off the canvas: no level to compare with
+            return np.zeros((h, w), np.float32)
+        levels.append(float(np.percentile(np.concatenate([q.ravel() for q in patches]), 60)))
+        centres.append(float(points[list(group), 0].mean()))
+    left, right = levels if centres[0] < centres[1] else levels[::-1]
+    midline = float(points[[2, 0, 17, 152], 0].mean())
+    columns = np.arange(w, dtype=np.float32)
+    level = np.where(columns < midline, np.float32(left), np.float32(right))
+    dark = (lightness < _FACIAL_HAIR_LIGHTNESS * level[None, :]).astype(np.uint8) * 255
+    dark = cv2.morphologyEx(
+        cv2.bitwise_and(dark, lower_face), cv2.MORPH_OPEN, _disk(_FACIAL_HAIR_RADIUS * unit)
+    )
     return feather(cv2.dilate(dark, _disk(unit)), unit)
 
 
