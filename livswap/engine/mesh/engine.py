@@ -537,10 +537,11 @@ class MeshStream:
         # they are built at half resolution and applied to the full-size face in two passes.
         light_gain = change[..., 0]
         if contrast < 0.99:
-            # Only on what is the source's own skin, its facial hair aside: there the local
-            # mean is the skin's, and toning a beard towards it would paint it white.
-            own_skin = np.clip(skin * 2.0 - 1.0, 0.0, 1.0) * (1.0 - src_hair)
-            kept = 1.0 - (1.0 - contrast) * own_skin
+            # Only on what is the source's own skin: towards the edge of a left-out beard the
+            # local mean is the skin's, and toning the beard towards it would paint it white.
+            # (Sparing the stubble the facial-hair mask finds too made the swap flicker: that
+            # mask is found anew on every frame's warp; lp_s18's flicker ratio 1.037 -> 1.054.)
+            kept = 1.0 - (1.0 - contrast) * np.clip(skin * 2.0 - 1.0, 0.0, 1.0)
             scale_l = (kept * light_gain).astype(np.float32)
             offset_l = ((1.0 - kept) * light_gain * low_src[..., 0]).astype(np.float32)
         else:
