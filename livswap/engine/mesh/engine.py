@@ -496,7 +496,7 @@ class MeshStream:
         # back on every swap (it held the swap to the target), and a source's beard was lifted
         # to the level of its skin. The beard of either face is left out of the lighting and of
         # the detail's local mean and amount, which fill in from the skin around it (retrieval
-        # on the shared photos 83.7 -> 84.0%, clips unchanged). Not out of the skin tone: at its
+        # on the shared photos 83.7 -> 84.6%, clips unchanged). Not out of the skin tone: at its
         # fine scale there is too little skin nearby to fill a beard in from (a stubbled
         # source's chin came out red).
         lower_face = _lower_face(dst_h, oval_in, unit)
@@ -724,9 +724,10 @@ def _facial_hair_mask(
 
     The upper cheeks' brighter part is the skin's level even on a full beard, which covers the
     lower cheeks. Each side against its own: under a light from one side, the shadow side's
-    lower face is as dark against the lit cheek as a beard (half of it was taken for one), but
-    not against the cheek above it. (:func:`livswap.engine.mesh.source.skin_mask` leaves a
-    source's beard out of the swap only when it is far darker still.)
+    lower face is as dark against the lit cheek as a beard (with one level for both, half of it
+    was taken for one), but not against the cheek above it.
+    (:func:`livswap.engine.mesh.source.skin_mask` leaves a source's beard out of the swap only
+    when it is far darker still.)
     """
     h, w = lightness.shape
     r = max(2, int(2.5 * unit))
@@ -741,11 +742,13 @@ def _facial_hair_mask(
             return np.zeros((h, w), np.float32)
         levels.append(float(np.percentile(np.concatenate([q.ravel() for q in patches]), 60)))
         centres.append(float(points[list(group), 0].mean()))
-    left, right = levels if centres[0] < centres[1] else levels[::-1]
-    midline = float(points[[2, 0, 17, 152], 0].mean())
+    # Across the face, from one cheek's level to the other's (a light from one side shades the
+    # face gradually; a step at the midline cost two swaps on the shared photos).
+    order = np.argsort(centres)
     columns = np.arange(w, dtype=np.float32)
-    level = np.where(columns < midline, np.float32(left), np.float32(right))
-    dark = (lightness < _FACIAL_HAIR_LIGHTNESS * level[None, :]).astype(np.uint8) * 255
+    level = np.interp(columns, np.asarray(centres)[order], np.asarray(levels)[order])
+    threshold = (_FACIAL_HAIR_LIGHTNESS * level).astype(np.float32)
+    dark = (lightness < threshold[None, :]).astype(np.uint8) * 255
     dark = cv2.morphologyEx(
         cv2.bitwise_and(dark, lower_face), cv2.MORPH_OPEN, _disk(_FACIAL_HAIR_RADIUS * unit)
     )
