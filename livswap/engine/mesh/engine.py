@@ -51,6 +51,7 @@ from livswap.engine.mesh.source import (
     eye_openness,
     lab_to_rgb,
     mouth_expression,
+    patches_around,
     prepare_source,
     rgb_to_lab,
     spectacle_frames,
@@ -655,11 +656,7 @@ class MeshStream:
             return np.zeros(shape, np.float32)
         ycc = cv2.cvtColor(tgt, cv2.COLOR_RGB2YCrCb)
         r = max(2, int(2.5 * unit))
-        samples = []
-        for p in (50, 280, 205, 425, 101, 330):
-            x, y = np.round(dst[p]).astype(int)
-            samples.append(ycc[max(y - r, 0) : y + r + 1, max(x - r, 0) : x + r + 1].reshape(-1, 3))
-        pts = np.concatenate(samples).astype(np.float32)
+        pts = patches_around(ycc, dst[[50, 280, 205, 425, 101, 330]], r).astype(np.float32)
         if len(pts) < 10:
             return np.zeros(shape, np.float32)
         mean = np.median(pts, axis=0)
@@ -733,14 +730,10 @@ def _facial_hair_mask(
     r = max(2, int(2.5 * unit))
     levels, centres = [], []
     for group in _UPPER_CHEEKS:
-        patches = []
-        for p in group:
-            x, y = np.round(points[p]).astype(int)
-            if 0 <= x < w and 0 <= y < h:
-                patches.append(lightness[max(y - r, 0) : y + r + 1, max(x - r, 0) : x + r + 1])
-        if not patches:  # a cheek off the canvas: no level to compare with
+        samples = patches_around(lightness, points[list(group)], r)
+        if not samples.size:  # a cheek off the canvas: no level to compare with
             return np.zeros((h, w), np.float32)
-        levels.append(float(np.percentile(np.concatenate([q.ravel() for q in patches]), 60)))
+        levels.append(float(np.percentile(samples, 60)))
         centres.append(float(points[list(group), 0].mean()))
     # Across the face, from one cheek's level to the other's (a light from one side shades the
     # face gradually; a step at the midline cost two swaps on the shared photos).

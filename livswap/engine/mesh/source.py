@@ -131,14 +131,16 @@ def lab_to_rgb(lab: FloatArray) -> Image:
     return cv2.convertScaleAbs(cv2.cvtColor(lab, cv2.COLOR_Lab2RGB), alpha=255.0)
 
 
-def _patches(values: FloatArray, points: FloatArray, radius: int) -> FloatArray:
-    """The pixels of ``values`` in a square of ``radius`` around each point, stacked."""
+def patches_around(values: FloatArray, points: FloatArray, radius: int) -> FloatArray:
+    """The pixels of ``values`` in a square of ``radius`` around each point, stacked; none for
+    a point further than ``radius`` outside the image (the result may be empty)."""
     out = []
     for x, y in np.round(points).astype(int):
-        patch = values[max(y - radius, 0) : y + radius + 1, max(x - radius, 0) : x + radius + 1]
+        rows = slice(max(y - radius, 0), max(y + radius + 1, 0))
+        patch = values[rows, max(x - radius, 0) : max(x + radius + 1, 0)]
         if patch.size:
             out.append(patch.reshape(-1, *values.shape[2:]))
-    return np.concatenate(out)
+    return np.concatenate(out) if out else np.empty((0, *values.shape[2:]), values.dtype)
 
 
 @dataclass(frozen=True)
@@ -154,7 +156,7 @@ class _SkinModel:
 def _skin_model(lab: FloatArray, energy: FloatArray, lm: FloatArray, ipd: float) -> _SkinModel:
     r = max(2, int(ipd * 0.08))
     pts = lm[list(_SKIN_SAMPLE_POINTS)]
-    samples = _patches(lab, pts, r)
+    samples = patches_around(lab, pts, r)
     mean = np.median(samples, axis=0)
     # A strand or a mole inside a sample patch must not widen the model: the closest 85%.
     dist = np.linalg.norm(samples - mean, axis=1)
@@ -163,7 +165,7 @@ def _skin_model(lab: FloatArray, energy: FloatArray, lm: FloatArray, ipd: float)
     return _SkinModel(
         mean=mean.astype(np.float32),
         chroma_inverse=np.linalg.inv(cov).astype(np.float32),
-        texture=float(np.median(_patches(energy, pts, r))),
+        texture=float(np.median(patches_around(energy, pts, r))),
     )
 
 
@@ -186,7 +188,7 @@ def _like_the_hair(
     pts = pts[(pts[:, 0] >= 0) & (pts[:, 0] < w) & (pts[:, 1] >= 0) & (pts[:, 1] < h)]
     if len(pts) < 8:
         return np.zeros((h, w), bool)
-    samples = _patches(lab, pts, max(1, int(ipd * 0.04)))
+    samples = patches_around(lab, pts, max(1, int(ipd * 0.04)))
     d = samples[:, 1:] - skin.mean[1:]
     chroma = np.sqrt(np.einsum("ni,ij,nj->n", d, skin.chroma_inverse, d))
     hair = samples[(chroma > 2.5) | (np.abs(samples[:, 0] - skin.mean[0]) > 20)]
@@ -209,7 +211,9 @@ def _facial_hair(image: Image, lm: FloatArray, ipd: float) -> npt.NDArray[Any]:
     idx = face_index()
     h, w = image.shape[:2]
     luma = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    samples = _patches(luma[..., None], lm[list(_SKIN_SAMPLE_POINTS)], max(2, int(ipd * 0.08)))
+    samples = patches_around(
+        luma[..., None], lm[list(_SKIN_SAMPLE_POINTS)], max(2, int(ipd * 0.08))
+    )
     mean = float(np.median(samples))
     spread = max(float(np.percentile(np.abs(samples - mean), 90)), 6.0)
     beard = luma < mean - 2.4 * spread - 10
