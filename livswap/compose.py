@@ -133,7 +133,9 @@ class Compositor:
     swapped faces pasted in and the label on top.
 
     Faces that appear fade in and faces that disappear fade out over ``cfg.fade_frames``
-    frames (the last swapped face is held while it fades), so nothing pops. The paste runs on
+    frames (the last swapped face is held while it fades), so nothing pops. A face already there
+    in the stream's first frame is swapped in full from it: there is nothing to pop from, and a
+    fade-in showed the unswapped face at the start of every video file. The paste runs on
     the CPU with OpenCV, or on the engine's device (``device_path``): same fades either way.
     """
 
@@ -142,6 +144,7 @@ class Compositor:
     fade: bool = True
     device_path: DeviceFramePath | None = None
     _fades: dict[int, _Fade] = field(default_factory=dict, init=False, repr=False)
+    _first_frame: bool = field(default=True, init=False, repr=False)
     _hands: HandsInFront = field(default_factory=lambda: HandsInFront(), init=False, repr=False)
 
     def compose(self, frame: Frame) -> None:
@@ -168,7 +171,8 @@ class Compositor:
         for face in swaps:
             state = self._fades.get(face.track_id)
             if state is None:
-                state = self._fades[face.track_id] = _Fade(level=0.0, last=face)
+                start = 1.0 if self._first_frame else 0.0
+                state = self._fades[face.track_id] = _Fade(level=start, last=face)
             state.level = min(1.0, state.level + step)
             state.last, state.seen = face, True
             shown.append(replace(face, strength=face.strength * fade_curve(state.level)))
@@ -180,6 +184,7 @@ class Compositor:
                 else:
                     last = state.last
                     shown.append(replace(last, strength=last.strength * fade_curve(state.level)))
+        self._first_frame = False
         return shown
 
     def recover(self, frame: Frame, exc: BaseException) -> None:
@@ -187,6 +192,7 @@ class Compositor:
         frame.swaps = []
         frame.device_image = None
         self._fades.clear()
+        self._first_frame = False
         output = frame.image.copy()
         if self.label is not None:
             self.label.draw(output)

@@ -95,7 +95,8 @@ def test_interleaved_streams_fade_in_and_out_on_their_own(
     hopper_image: np.ndarray, astronaut_image: np.ndarray, device: str
 ) -> None:
     """Two streams on one engine, frames alternating, the same track id in both: each fades in
-    over fade_frames from its own first face, and one fading out leaves the other alone."""
+    over fade_frames from its own first face, and one fading out leaves the other alone. (Each
+    stream's first frame has no face: a face there from the first frame is not faded in.)"""
     cfg = load_config(None, {"compose.fade_frames": 4, "compose.paste": "device"})
     engine = InvertingEngine(cfg, device)
     streams = [engine.open_stream(identity(device)) for _ in range(2)]
@@ -105,18 +106,21 @@ def test_interleaved_streams_fade_in_and_out_on_their_own(
     faces = [detect_faces(image) for image in images]
     assert faces[0][0].track_id == faces[1][0].track_id  # they would collide in shared state
     change: list[list[float]] = [[], []]
-    for step in range(10):
+    for step in range(11):
         for i in (0, 1):
-            if i == 1 and step < 2:
-                continue  # stream 1 starts two frames later
-            present = not (i == 1 and step >= 6)  # stream 1's face leaves after 4 frames
+            start = 2 * i  # stream 1 starts two frames later
+            if step < start:
+                continue
+            # No face in a stream's first frame; stream 1's face leaves after 4 frames.
+            present = step > start and not (i == 1 and step >= 7)
             frame = run_frame(streams[i], compositors[i], images[i], faces[i] if present else [])
             change[i].append(float(np.abs(frame.result.astype(int) - images[i]).mean()))
     first, second = change
-    assert first[0] < first[1] < first[2] < first[3]  # fading in over 4 frames
-    assert first[3] == pytest.approx(first[9], abs=0.01)  # then full strength, undisturbed
-    assert second[0] < second[1] < second[2] < second[3]
-    assert second[3] > second[4] > second[5] > second[6] >= second[7] == 0  # fades out, gone
+    assert first[0] == second[0] == 0
+    assert first[1] < first[2] < first[3] < first[4]  # fading in over 4 frames
+    assert first[4] == pytest.approx(first[10], abs=0.01)  # then full strength, undisturbed
+    assert second[1] < second[2] < second[3] < second[4]
+    assert second[4] > second[5] > second[6] > second[7] >= second[8] == 0  # fades out, gone
     for stream in streams:
         stream.close()
 

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from livswap.compose import Compositor
+from livswap.compose import Compositor, paste_on_cpu
 from livswap.config import Config, load_config
 from livswap.engine import create_engine
 from livswap.engine.base import Engine, Identity
@@ -180,8 +180,9 @@ def test_an_object_in_front_of_the_mouth_stays_in_front(
 
 
 def test_faces_fade_in_and_out() -> None:
+    """A face that appears fades in, one that goes fades out; one already there when the
+    stream starts is swapped in full from its first frame (nothing to pop from)."""
     cfg = load_config(None, {"compose.fade_frames": 4})
-    compositor = Compositor(cfg.compose, label=None)
     white = np.full((64, 64, 3), 255, np.uint8)
     patch = SwappedFace(
         track_id=7,
@@ -189,15 +190,23 @@ def test_faces_fade_in_and_out() -> None:
         alpha=np.ones((64, 64), np.float32),
         crop=white,
     )
-    levels = []
-    for i in range(8):
-        frame = Frame(image=np.zeros((64, 64, 3), np.uint8), seq=i, captured_ns=0, pts=0.0)
-        frame.swaps = [patch] if i < 5 else []
-        compositor.compose(frame)
-        levels.append(float(frame.result[32, 32, 0]))
-    assert levels[0] < levels[1] < levels[2] < levels[3] == 255  # fades in
-    assert levels[4] == 255
-    assert 255 > levels[5] > levels[6] > levels[7] >= 0  # fades out, no pop
+
+    def levels_of(has_face: list[bool]) -> list[float]:
+        compositor = Compositor(cfg.compose, label=None)
+        levels = []
+        for i, face in enumerate(has_face):
+            frame = Frame(image=np.zeros((64, 64, 3), np.uint8), seq=i, captured_ns=0, pts=0.0)
+            frame.swaps = [patch] if face else []
+            compositor.compose(frame)
+            levels.append(float(frame.result[32, 32, 0]))
+        return levels
+
+    levels = levels_of([False] + [True] * 5 + [False] * 3)
+    assert levels[0] == 0
+    assert levels[1] < levels[2] < levels[3] < levels[4] == 255  # fades in
+    assert levels[5] == 255
+    assert 255 > levels[6] > levels[7] > levels[8] >= 0  # fades out, no pop
+    assert levels_of([True] * 3) == [255, 255, 255]
 
 
 def test_each_face_can_have_its_own_source(
@@ -530,3 +539,60 @@ def test_the_targets_lips_keep_their_place_and_shape(
     inner = cv2.erode(lips, np.ones((3, 3), np.uint8))
     change = np.abs(swapped.crop.astype(np.float32) - own.astype(np.float32)).mean(axis=2)
     assert float(change[inner > 0].mean()) < 5.0
+
+
+def test_a_fine_source_photo_does_not_shimmer_on_a_face_moving_by_fractions_of_a_pixel(
+    hopper_image: np.ndarray, astronaut_image: np.ndarray
+) -> None:
+    """A webcam face that sits still still moves by a fraction of a pixel from frame to frame.
+    Drawn from a photo much finer than the face, with fine skin texture, the swap should move
+    with it, not shimmer. A photo sampled 2-4x too fine aliased: the swap changed 1.32x as much
+    as the face itself over quarter-pixel steps here (1.14x when sampled at the size drawn)."""
+    from livswap.engine.mesh.source import TEXTURE_OVERSAMPLE
+
+    large = cv2.resize(hopper_image, None, fx=4, fy=4, interpolation=cv2.INTER_CUBIC)
+    pores = np.random.default_rng(0).normal(0, 30, large.shape[:2]).astype(np.float32)
+    fine = np.asarray(np.clip(large + pores[..., None], 0, 255), np.uint8)
+    engine = create_engine(mesh_config())
+    identity = engine.prepare([fine])
+    source = identity.data.sources[0]
+    face = detect_faces(astronaut_image)[0]
+    # The photo is drawn from a copy at about the size it is drawn at, never enlarged.
+    texture, scale_x, scale_y = source.texture(64.0)
+    assert source.face.ipd * scale_x == pytest.approx(TEXTURE_OVERSAMPLE * 64, rel=0.02)
+    assert texture.shape[1] == round(source.image.shape[1] * scale_x)
+    assert texture.shape[0] == round(source.image.shape[0] * scale_y)
+    assert source.texture(1e4)[0] is source.image
+
+    x0, y0, x1, y1 = np.asarray(face.box).astype(int)
+    inner = np.s_[
+        y0 + (y1 - y0) // 4 : y1 - (y1 - y0) // 4, x0 + (x1 - x0) // 4 : x1 - (x1 - x0) // 4
+    ]
+    swaps, targets = [], []
+    for step in range(5):
+        shift = np.array([[1, 0, 0.25 * step], [0, 1, 0.0]])
+        target: np.ndarray = np.asarray(
+            cv2.warpAffine(
+                astronaut_image,
+                shift,
+                astronaut_image.shape[1::-1],
+                flags=cv2.INTER_CUBIC,
+                borderMode=cv2.BORDER_REFLECT,
+            ),
+            np.uint8,
+        )
+        moved = dataclasses.replace(
+            face, landmarks=face.landmarks + np.array([0.25 * step, 0, 0], np.float32)
+        )
+        stream = engine.open_stream(identity)
+        assert isinstance(stream, MeshStream)
+        swapped = stream.swap_face(target, moved, source)
+        out = target.copy()
+        paste_on_cpu(out, swapped, 1.0)
+        swaps.append(out[inner].astype(np.float32))
+        targets.append(target[inner].astype(np.float32))
+
+    def change(images: list[np.ndarray]) -> float:
+        return float(np.mean([np.abs(b - a).mean() for a, b in itertools.pairwise(images)]))
+
+    assert change(swaps) < 1.22 * change(targets), (change(swaps), change(targets))

@@ -364,9 +364,9 @@ class MeshStream:
         full = (size, size)
         sx, sy = cv2.resize(hsx, full), cv2.resize(hsy, full)
         tx, ty = cv2.resize(htx, full), cv2.resize(hty, full)
-        texture, scale = source.texture(EYE_DISTANCE * size)
-        if scale != 1.0:  # pixel centres: level coordinate = (x + 0.5) * scale - 0.5
-            sx, sy = (sx + 0.5) * scale - 0.5, (sy + 0.5) * scale - 0.5
+        texture, scale_x, scale_y = source.texture(EYE_DISTANCE * size)
+        if (scale_x, scale_y) != (1.0, 1.0):  # pixel centres: (x + 0.5) * scale - 0.5
+            sx, sy = (sx + 0.5) * scale_x - 0.5, (sy + 0.5) * scale_y - 0.5
         src_warp = cv2.remap(texture, sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         tgt_warp = cv2.remap(image, tx, ty, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 

@@ -58,7 +58,6 @@ class SourceFace:
             hair and background.
         key: content hash of the photo.
         glasses: whether the photo showed glasses (see :func:`without_glasses`).
-        levels: the photo halved again and again (``cv2.pyrDown``), see :meth:`texture`.
         expression: its mouth's smile and opening (:func:`mouth_expression`).
         eyes_open: each eye's openness (:func:`eye_openness`).
         side_light: how clearly the photo was lit from one side (0..1, :func:`even_side_light`).
@@ -69,21 +68,42 @@ class SourceFace:
     skin: FloatArray
     key: str
     glasses: bool = False
-    levels: tuple[Image, ...] = ()
     expression: FloatArray = field(default_factory=lambda: np.zeros(2, np.float32))
     eyes_open: FloatArray = field(default_factory=lambda: np.full(2, 0.3, np.float32))
     side_light: float = 0.0
 
-    def texture(self, ipd: float) -> tuple[Image, float]:
-        """The photo at the coarsest pyramid level whose eyes are still at least ``ipd`` apart,
-        and its scale (level pixels per photo pixel). Sampling a photo much finer than the
-        face it is drawn into aliases: its fine detail shimmers as the face moves."""
-        image, scale = self.image, 1.0
-        for level in self.levels:
-            if self.face.ipd * scale * 0.5 < 2 * ipd:
-                break
-            image, scale = level, scale * 0.5
-        return image, scale
+    # The photo at each size it is drawn at (:meth:`texture`), made on first use: a few sizes
+    # per stream at most (the working square's sizes), shared by the streams of one identity.
+    _textures: dict[int, tuple[Image, float, float]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def texture(self, ipd: float) -> tuple[Image, float, float]:
+        """The photo area-averaged down so that its eyes are about ``TEXTURE_OVERSAMPLE`` x
+        ``ipd`` apart (never enlarged), and its scale on x and y (texture pixels per photo
+        pixel). Drawn into a face with bilinear sampling, a photo much finer than the face
+        aliases: its fine detail shimmers with every sub-pixel movement of the face (a photo
+        sampled 2-4x too fine made a still webcam face's swap change up to 1.3x as much as the
+        face itself from frame to frame)."""
+        key = max(1, round(ipd))
+        cached = self._textures.get(key)
+        if cached is not None:
+            return cached
+        h, w = self.image.shape[:2]
+        scale = min(1.0, TEXTURE_OVERSAMPLE * key / max(self.face.ipd, 1e-6))
+        if scale >= 0.97:  # within a few percent: not worth a blur of its own
+            texture = (self.image, 1.0, 1.0)
+        else:
+            size = (max(1, round(w * scale)), max(1, round(h * scale)))
+            image = np.asarray(cv2.resize(self.image, size, interpolation=cv2.INTER_AREA))
+            texture = (image, size[0] / w, size[1] / h)
+        self._textures[key] = texture
+        return texture
+
+
+# How much finer than the face it is drawn into the source photo is sampled: sharp enough to
+# keep its detail, too coarse to alias.
+TEXTURE_OVERSAMPLE = 1.25
 
 
 def _poly_mask(shape: tuple[int, int], points: FloatArray) -> npt.NDArray[Any]:
@@ -580,7 +600,6 @@ def prepare_source(image: Image, what: str = "source photo") -> SourceFace:
         skin,
         key,
         glasses,
-        _pyramid(image),
         mouth_expression(face.landmarks),
         eye_openness(face.landmarks),
         side_light,
@@ -803,11 +822,3 @@ def _guided_filter(
     a = cov / (var_g + eps)
     b = mean_v - a * mean_g
     return np.asarray(cv2.boxFilter(a, -1, k) * guide + cv2.boxFilter(b, -1, k), np.float32)
-
-
-def _pyramid(image: Image, smallest: int = 64) -> tuple[Image, ...]:
-    levels = []
-    while min(image.shape[:2]) >= 2 * smallest:
-        image = np.asarray(cv2.pyrDown(image), np.uint8)
-        levels.append(image)
-    return tuple(levels)
