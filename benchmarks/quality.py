@@ -20,7 +20,9 @@ target, a late one the gallery view). Measured with an independent face-recognit
   how far each half's source photos are from their own gallery views before any swap and how
   many of them are lit from one side (a half of harder photos retrieves less, whichever half
   was tuned on);
-- for videos: flicker ratio, frame-to-frame change inside the face's hull, swapped / original;
+- for videos: flicker ratio, frame-to-frame change inside the face's hull, swapped / original,
+  swapped from several source photos (a crisp photo shimmers more than a soft one, so one soft
+  photo would hide it): the worst of them per video, and each one's;
 - with ``--hand-photo``: how much of a hand swept across each video's face survives the swap.
 """
 
@@ -520,6 +522,21 @@ def evaluate_video(
     }
 
 
+def evaluate_video_from(
+    args: argparse.Namespace, cfg: Config, video: Path, sources: dict[str, Image]
+) -> dict[str, Any]:
+    """:func:`evaluate_video` from each of ``sources``: the worst run's figures, with every
+    source's flicker ratio (``by_source``)."""
+    runs = {name: evaluate_video(args, cfg, video, image) for name, image in sources.items()}
+    measured = [name for name, run in runs.items() if run["flicker_ratio"] is not None]
+    worst = max(measured, key=lambda n: runs[n]["flicker_ratio"], default=next(iter(runs)))
+    return {
+        **runs[worst],
+        "source": worst,
+        "by_source": {name: run["flicker_ratio"] for name, run in runs.items()},
+    }
+
+
 def cut_out_hand(photo: Image) -> tuple[Image, npt.NDArray[np.float32]]:
     """The most confident hand in ``photo``, cut out with GrabCut (independently of livswap's
     own hand silhouettes): its pixels and a soft 0..1 alpha, cropped to it."""
@@ -680,7 +697,10 @@ def main() -> None:
     p.add_argument(
         "--video-source",
         type=Path,
-        help="source photo for the videos (default: the first person's photo)",
+        nargs="+",
+        help="source photo(s) for the videos (default: the photos of the first, middle and last "
+        "of the --images people); the flicker ratio is the worst of them, the hand check uses "
+        "the first",
     )
     p.add_argument("--video-frames", type=int, default=150, help="frames per video")
     p.add_argument(
@@ -726,21 +746,24 @@ def main() -> None:
         clips = one_person_clips(people_in_clips(args.video_people), embedder)
         result["clips"] = evaluate_people(args, cfg, embedder, clips, clip_sheet)
     if args.videos:
-        if args.video_source is not None:
-            source = read_image(args.video_source)
+        if args.video_source:
+            sources = {path.stem: read_image(path) for path in args.video_source}
         elif persons:
-            source = persons[0].source
+            picks = sorted({0, len(persons) // 2, len(persons) - 1})
+            sources = {persons[i].name: persons[i].source for i in picks}
         else:
             p.error("--videos without --images needs --video-source")
+        result["flicker_sources"] = list(sources)
         result["videos"] = [
-            evaluate_video(args, cfg, v, source) for v in tqdm(args.videos, desc="flicker")
+            evaluate_video_from(args, cfg, v, sources) for v in tqdm(args.videos, desc="flicker")
         ]
         ratios = [v["flicker_ratio"] for v in result["videos"] if v["flicker_ratio"] is not None]
         result["flicker_ratio_max"] = max(ratios) if ratios else None
         if args.hand_photo is not None:
             hand = cut_out_hand(read_image(args.hand_photo))
+            first = next(iter(sources.values()))
             result["occlusion"] = [
-                evaluate_occlusion(args, cfg, v, source, hand)
+                evaluate_occlusion(args, cfg, v, first, hand)
                 for v in tqdm(args.videos, desc="occlusion")
             ]
     args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from benchmarks.quality import (
+    evaluate_video_from,
     half_of,
     occluded_clip,
     people_in,
@@ -102,3 +104,20 @@ def test_a_hand_sweeps_across_the_face_and_is_scored(
     cfg = load_config(None, {"output.label": False})
     frames = run_clip(cfg, out, hopper_image, 30)
     assert len(frames) == 30 and all(f.hull is not None for f in frames[5:])
+
+
+def test_flicker_is_the_worst_over_several_source_photos(
+    hopper_image: np.ndarray, astronaut_image: np.ndarray, tmp_path: Path
+) -> None:
+    """One soft source photo would hide how much a crisp one shimmers: each source is run, and
+    the clip's figure is the worst of them."""
+    clip = write_video(tmp_path / "c.mp4", moving_frames(hopper_image, 20, (320, 384)), audio=None)
+    args = argparse.Namespace(video_frames=20)
+    cfg = load_config(None, {"output.label": False})
+    soft = np.asarray(cv2.GaussianBlur(astronaut_image, (0, 0), 3.0), np.uint8)
+    result = evaluate_video_from(args, cfg, clip, {"astronaut": astronaut_image, "soft": soft})
+    ratios = result["by_source"]
+    assert set(ratios) == {"astronaut", "soft"} and all(r > 0 for r in ratios.values())
+    assert ratios["astronaut"] != ratios["soft"]
+    assert result["flicker_ratio"] == max(ratios.values())
+    assert result["source"] == max(ratios, key=ratios.get)
