@@ -334,3 +334,62 @@ def test_a_bearded_targets_chin_is_not_taken_for_its_lighting(
     # Measured: the painted chin 0.38 of the cheeks, the swap's 0.79 (0.57 with the beard taken
     # for light; 0.88 onto the target without a beard).
     assert before < 0.45 and after > 0.7, (before, after)
+
+
+def exposed(image: np.ndarray, light: float) -> np.ndarray:
+    """``image`` as a camera would have taken it with ``light`` times the light (linear)."""
+    x = image.astype(np.float32) / 255
+    linear = np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4) * light
+    y = np.clip(linear, 0, 1)
+    srgb = np.where(y <= 0.0031308, 12.92 * y, 1.055 * y ** (1 / 2.4) - 0.055)
+    return np.asarray(np.round(255 * srgb), np.uint8)
+
+
+def inner_difference(a: np.ndarray, b: np.ndarray, face: Face) -> float:
+    x0, y0, x1, y1 = np.asarray(face.box).astype(int)
+    return float(np.abs(a[y0:y1, x0:x1].astype(np.float32) - b[y0:y1, x0:x1]).mean())
+
+
+def test_a_dim_source_photo_swaps_like_a_well_exposed_one(
+    hopper_image: np.ndarray, astronaut_image: np.ndarray, caplog: pytest.LogCaptureFixture
+) -> None:
+    """How much light fell on the source is not who it is: Grace Hopper's photo at 8% of its
+    exposure swaps much as her photo does (the swap faded out: it stayed 96% of the way to the
+    target here). A well-exposed photo is left as it is."""
+    face = face_of(hopper_image)
+    unchanged, gain = source_module.normalise_exposure(hopper_image, face)
+    assert gain == 1.0 and unchanged is hopper_image
+    dim = exposed(hopper_image, 0.08)
+    brightened, gain = source_module.normalise_exposure(dim, face)
+    assert 4.0 < gain <= source_module.EXPOSURE_GAIN_MAX
+    # Up to a fair skin level (her own is brighter), from far below it.
+    cheeks = LEFT_CHEEK + RIGHT_CHEEK
+    level = lightness(hopper_image, face, cheeks)
+    assert (
+        lightness(dim, face, cheeks)
+        < 0.5 * level
+        < 0.65 * level
+        < lightness(brightened, face, cheeks)
+    )
+
+    target = face_of(astronaut_image)
+    normal = swap(hopper_image, astronaut_image)
+    with caplog.at_level("WARNING"):
+        from_dim = swap(dim, astronaut_image)
+    assert "is dim; it was brightened" in caplog.text  # the user hears why it looks noisy
+    change = inner_difference(normal, astronaut_image, target)
+    assert inner_difference(from_dim, normal, target) < 0.5 * change
+
+
+def test_a_target_in_a_dim_room_is_swapped_in_its_own_light(
+    hopper_image: np.ndarray, astronaut_image: np.ndarray
+) -> None:
+    """A webcam in a dim room: the swap onto the astronaut at 8% of her exposure is the swap
+    onto her, as dim (the whole face needed less light than the source had, and that was taken
+    for a shadow too deep to relight: the swap faded out to 85% of the way to the target)."""
+    face = face_of(astronaut_image)
+    dim = exposed(astronaut_image, 0.08)
+    dimmed_swap = exposed(swap(hopper_image, astronaut_image), 0.08)
+    onto_dim = swap(hopper_image, dim)
+    change = inner_difference(dimmed_swap, dim, face)
+    assert inner_difference(onto_dim, dimmed_swap, face) < 0.7 * change

@@ -272,6 +272,12 @@ class MeshEngine:
                     "A photo lit from the front swaps better",
                     label,
                 )
+            if sf.exposure > 2.0:
+                log.warning(
+                    "MeshEngine: %s is dim; it was brightened %.1fx. A well-lit photo swaps better",
+                    label,
+                    sf.exposure,
+                )
             if abs(sf.face.pose.yaw) > 25:
                 log.warning(
                     "MeshEngine: source photo is turned %.0f degrees; a frontal photo swaps better",
@@ -515,13 +521,20 @@ class MeshStream:
         tone_src = masked_lowpass(src_lab, src_region, colour_sigma, downscale=2)
         tone_tgt = masked_lowpass(tgt_lab, tgt_region, colour_sigma, downscale=2)
         gain = (light_tgt[..., 0] + 1.0) / (light_src[..., 0] + 1.0)
-        # Bounded: beyond about 2.5x the source has too little light there to recover (a deep
-        # shadow), and amplifying it shows as a blown patch. Where the needed brightness
-        # change is that extreme, the swap fades to the target instead.
-        usable = np.clip(np.minimum((3.2 - gain) / 1.2, (gain - 0.3) / 0.25), 0, 1)
+        # Bounded against the face's own overall change (a dim room, a darker or paler skin,
+        # taken whole): beyond about 2.5x more than that the source has too little light there
+        # to recover (a deep shadow), and amplifying it shows as a blown patch. Where the needed
+        # brightness change is that extreme, the swap fades to the target instead. (Against 1,
+        # a target in a dim room, whose whole face needed a third of the source's light, faded
+        # the swap out everywhere: 23% of swaps onto the shared photos at a fifth of their
+        # exposure were recognised.)
+        overall = _overall_gain(gain, src_lit * tgt_lit)
+        relative = gain * np.float32(1.0 / overall)
+        usable = np.clip(np.minimum((3.2 - relative) / 1.2, (relative - 0.3) / 0.25), 0, 1)
         usable = cv2.GaussianBlur(usable.astype(np.float32), (0, 0), 2.0 * unit)
         tint = cv2.subtract(tone_tgt, tone_src)
-        change = cv2.merge([np.clip(gain, 0.4, 2.5).astype(np.float32), tint[..., 1], tint[..., 2]])
+        bounded = np.clip(gain, 0.4 * overall, 2.5 * overall).astype(np.float32)
+        change = cv2.merge([bounded, tint[..., 1], tint[..., 2]])
         if state.gain is not None and state.gain.shape == change.shape and smoothing > 0:
             change = cv2.addWeighted(state.gain, smoothing, change, 1 - smoothing, 0.0)
         state.gain = change
@@ -746,6 +759,20 @@ def _facial_hair_mask(
         cv2.bitwise_and(dark, lower_face), cv2.MORPH_OPEN, _disk(_FACIAL_HAIR_RADIUS * unit)
     )
     return feather(cv2.dilate(dark, _disk(unit)), unit)
+
+
+# The face's overall lightness change is taken whole within these bounds: a face with a third
+# of the light of the target's is lit up, one three times as bright is dimmed.
+_OVERALL_GAIN = (1 / 3, 3.0)
+
+
+def _overall_gain(gain: FloatArray, region: FloatArray) -> float:
+    """The median of ``gain`` where both faces are lit skin (``region`` > 0.5), within
+    :data:`_OVERALL_GAIN`; 1 where there is none."""
+    values = gain[region > 0.5]
+    if values.size < 16:
+        return 1.0
+    return float(np.clip(np.median(values), *_OVERALL_GAIN))
 
 
 _CONTRAST_FLOOR = 0.5  # the source keeps at least half its detail: it carries the identity

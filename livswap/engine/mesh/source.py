@@ -1,6 +1,6 @@
 """Source preparation for the mesh engine, once per source photo: landmarks, a skin mask, the
-photo with its spectacle frames painted out, a side light's shadows and the shade hair casts
-beside it lifted."""
+photo brought to a fair exposure when it is dim, its spectacle frames painted out, a side
+light's shadows and the shade hair casts beside it lifted."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ __all__ = [
     "glasses_score",
     "lab_to_rgb",
     "lift_hair_shadows",
+    "normalise_exposure",
     "prepare_source",
     "rgb_to_lab",
     "skin_mask",
@@ -50,7 +51,8 @@ class SourceFace:
 
     Attributes:
         image: RGB uint8 source photo, or the part around its face, no finer than it is ever
-            drawn (:func:`_working_photo`; spectacle frames painted out, a side light evened out
+            drawn (:func:`_working_photo`; a dim photo brightened (:func:`normalise_exposure`),
+            spectacle frames painted out, a side light evened out
             and hair's shade beside it lifted, when it has them: :func:`without_glasses`,
             :func:`even_side_light`, :func:`lift_hair_shadows`).
         face: its largest face (landmarks in ``image``'s pixels).
@@ -61,6 +63,8 @@ class SourceFace:
         expression: its mouth's smile and opening (:func:`mouth_expression`).
         eyes_open: each eye's openness (:func:`eye_openness`).
         side_light: how clearly the photo was lit from one side (0..1, :func:`even_side_light`).
+        exposure: how much the photo was brightened (linear light, 1 = not at all:
+            :func:`normalise_exposure`).
     """
 
     image: Image
@@ -71,6 +75,7 @@ class SourceFace:
     expression: FloatArray = field(default_factory=lambda: np.zeros(2, np.float32))
     eyes_open: FloatArray = field(default_factory=lambda: np.full(2, 0.3, np.float32))
     side_light: float = 0.0
+    exposure: float = 1.0
 
     # The photo at each size it is drawn at (:meth:`texture`), made on first use: a few sizes
     # per stream at most (the working square's sizes), shared by the streams of one identity.
@@ -584,6 +589,7 @@ def prepare_source(image: Image, what: str = "source photo") -> SourceFace:
         )
     key = hashlib.sha256(image.tobytes()).hexdigest()[:16]
     image, face = _working_photo(image, face)
+    image, exposure = normalise_exposure(image, face)
     painted = without_glasses(image, face)
     glasses = painted is not None
     if painted is not None:  # its own eyes, without the frames, are better than the target's
@@ -603,7 +609,53 @@ def prepare_source(image: Image, what: str = "source photo") -> SourceFace:
         mouth_expression(face.landmarks),
         eye_openness(face.landmarks),
         side_light,
+        exposure,
     )
+
+
+# A dim photo's skin is brought up to this lightness (Lab L; never down). How much light fell
+# on a face is not who it is, and a face far darker than the target's needed more light than the
+# colour step gives, so the swap faded out (each shared photo at a fifth of its exposure was
+# recognised in 56% of swaps instead of 85%).
+SKIN_LIGHTNESS_FLOOR = 50.0
+EXPOSURE_GAIN_MAX = 8.0  # at most this much more light (linear): beyond it, only noise is left
+
+
+def _srgb_to_linear(image: Image) -> FloatArray:
+    x = image.astype(np.float32) * np.float32(1 / 255)
+    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4).astype(np.float32)
+
+
+def _linear_to_srgb(linear: FloatArray) -> Image:
+    y = np.clip(linear, 0.0, 1.0)
+    srgb = np.where(y <= 0.0031308, 12.92 * y, 1.055 * np.power(y, 1 / 2.4) - 0.055)
+    return np.asarray(np.round(srgb * 255), np.uint8)
+
+
+def _lightness_to_luminance(lightness: float) -> float:
+    return float(((lightness + 16.0) / 116.0) ** 3)
+
+
+def normalise_exposure(image: Image, face: Face) -> tuple[Image, float]:
+    """``image`` with more light, as a camera's exposure would give it, when the face's skin is
+    darker than :data:`SKIN_LIGHTNESS_FLOOR`; and the factor (linear light, 1 = unchanged).
+
+    The skin's level is the median lightness of the cheeks and forehead. The colour step takes
+    the target's lighting and skin tone anyway: what a dim photo loses is range, and a face much
+    darker than the target's needs a brightening the swap does not trust (it fades to the
+    target where the light must rise more than about 2x).
+    """
+    lightness = rgb_to_lab(image)[..., 0]
+    points = face.landmarks[list(_SKIN_SAMPLE_POINTS), :2]
+    samples = patches_around(lightness, points, max(1, int(0.05 * face.ipd)))
+    if not samples.size:
+        return image, 1.0
+    level = float(np.median(samples))
+    if level >= SKIN_LIGHTNESS_FLOOR:
+        return image, 1.0
+    gain = _lightness_to_luminance(SKIN_LIGHTNESS_FLOOR) / max(_lightness_to_luminance(level), 1e-4)
+    gain = min(gain, EXPOSURE_GAIN_MAX)
+    return _linear_to_srgb(_srgb_to_linear(image) * np.float32(gain)), gain
 
 
 HAIR_SHADOW_REACH = 0.15  # of the eye distance: how far into the skin a hair's shadow falls
