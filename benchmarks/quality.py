@@ -23,7 +23,11 @@ target, a late one the gallery view). Measured with an independent face-recognit
 - for videos: flicker ratio, frame-to-frame change inside the face's hull, swapped / original,
   swapped from several source photos (a crisp photo shimmers more than a soft one, so one soft
   photo would hide it): the worst of them per video, and each one's;
-- with ``--hand-photo``: how much of a hand swept across each video's face survives the swap.
+- with ``--hand-photo``: how much of a hand swept across each video's face survives the swap;
+- with ``--relight``: retrieval again with every source photo (or, ``target-...``, every target)
+  re-lit as a camera would have taken it: dim, lit from one side or from above, under a pink or
+  a tungsten lamp, or in black and white. Light is not identity: a swap that neutralises the
+  source's light and takes the target's retrieves as well as from the photos as they are.
 """
 
 from __future__ import annotations
@@ -410,6 +414,69 @@ def summary_of(rows: list[dict[str, Any]], gallery_size: int) -> dict[str, Any]:
     }
 
 
+RELIGHTS = ("dim", "side", "top", "pink", "tungsten", "grey")
+
+
+def _to_linear(image: Image) -> npt.NDArray[np.float32]:
+    x = image.astype(np.float32) / 255
+    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4).astype(np.float32)
+
+
+def _to_srgb(linear: npt.NDArray[np.float32]) -> Image:
+    y = np.clip(linear, 0.0, 1.0)
+    srgb = np.where(y <= 0.0031308, 12.92 * y, 1.055 * np.power(y, 1 / 2.4) - 0.055)
+    return np.asarray(np.round(srgb * 255), np.uint8)
+
+
+def relit(image: Image, kind: str, box: tuple[float, float, float, float]) -> Image:
+    """``image`` as a camera would have taken it under another light (linear light), with the
+    face in ``box``: "dim" (a fifth of the light, with sensor noise), "side" (falling from
+    1.15x at the face's right edge to 0.25x at its left), "top" (1.2x at the forehead to 0.3x at
+    the chin), "pink" or "tungsten" (a coloured lamp), "grey" (black and white)."""
+    light = _to_linear(image)
+    h, w = image.shape[:2]
+    x0, y0, x1, y1 = box
+    if kind == "dim":
+        noise = np.random.default_rng(0).normal(0, 0.004, light.shape).astype(np.float32)
+        light = light * np.float32(0.2) + noise
+    elif kind == "side":
+        across = (np.arange(w, dtype=np.float32) - x0) / max(x1 - x0, 1.0)
+        light = light * np.clip(0.25 + 0.9 * across, 0.25, 1.15)[None, :, None]
+    elif kind == "top":
+        down = (np.arange(h, dtype=np.float32) - y0) / max(y1 - y0, 1.0)
+        light = light * np.clip(1.2 - 0.9 * down, 0.3, 1.2)[:, None, None]
+    elif kind == "pink":
+        light = light * np.array([1.25, 0.7, 1.15], np.float32)
+    elif kind == "tungsten":
+        light = light * np.array([1.3, 0.95, 0.55], np.float32)
+    elif kind == "grey":
+        grey = light @ np.array([0.2126, 0.7152, 0.0722], np.float32)
+        light = np.repeat(grey[..., None], 3, axis=2)
+    else:
+        raise ValueError(f"relight {kind!r}: expected one of {', '.join(RELIGHTS)}")
+    return _to_srgb(light)
+
+
+def relit_people(persons: list[Person], relight: str) -> list[Person]:
+    """``persons`` with each one's source photo (``relight`` "KIND") or target photo
+    ("target-KIND") re-lit by :func:`relit`; the gallery views as they are."""
+    on_target = relight.startswith("target-")
+    kind = relight.removeprefix("target-")
+    out = []
+    for person in persons:
+        photo = person.target if on_target else person.source
+        box = detect_box(photo)
+        if box is None:
+            out.append(person)
+            continue
+        changed = relit(photo, kind, box)
+        if on_target:
+            out.append(Person(person.name, person.source, changed, person.gallery))
+        else:
+            out.append(Person(person.name, changed, person.target, person.gallery))
+    return out
+
+
 def detect_box(image: Image) -> tuple[float, float, float, float] | None:
     faces = detect_faces(image, max_faces=1)
     return faces[0].box if faces else None
@@ -716,6 +783,15 @@ def main() -> None:
         help="swap only from the sources of this half of the split (every person is still a "
         "target and in the gallery): for tuning on one half without running the other",
     )
+    p.add_argument(
+        "--relight",
+        nargs="*",
+        default=[],
+        choices=[*RELIGHTS, *(f"target-{k}" for k in RELIGHTS)],
+        metavar="KIND",
+        help="with --images: retrieval again with every source photo re-lit (KIND: "
+        f"{', '.join(RELIGHTS)}), or every target (target-KIND)",
+    )
     p.add_argument("--engine", default="mesh")
     p.add_argument("--config", type=Path, help="config.toml to start from")
     p.add_argument("--json", type=Path, required=True)
@@ -738,6 +814,13 @@ def main() -> None:
     if args.images is not None:
         assert embedder is not None
         result["images"] = evaluate_people(args, cfg, embedder, persons, args.sheet)
+        for relight in tqdm(args.relight, desc="relight", disable=None if args.relight else True):
+            relit_result = evaluate_people(
+                args, cfg, embedder, relit_people(persons, relight), None
+            )
+            result.setdefault("relit", {})[relight] = {
+                k: v for k, v in relit_result.items() if k not in ("rows", "split")
+            }
     if args.video_people:
         assert embedder is not None
         clip_sheet = None

@@ -7,13 +7,17 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 from benchmarks.quality import (
+    Person,
     evaluate_video_from,
     half_of,
     occluded_clip,
     people_in,
     people_in_clips,
+    relit,
+    relit_people,
     run_clip,
     same_picture,
     split_check,
@@ -121,3 +125,32 @@ def test_flicker_is_the_worst_over_several_source_photos(
     assert ratios["astronaut"] != ratios["soft"]
     assert result["flicker_ratio"] == max(ratios.values())
     assert result["source"] == max(ratios, key=ratios.get)
+
+
+def test_relit_photos_are_lit_as_named(hopper_image: np.ndarray) -> None:
+    h, w = hopper_image.shape[:2]
+    box = (w * 0.25, h * 0.2, w * 0.75, h * 0.8)
+
+    def mean(image: np.ndarray, part: object = np.s_[:, :]) -> np.ndarray:
+        return image[part].reshape(-1, 3).astype(np.float64).mean(axis=0)
+
+    plain = mean(hopper_image)
+    assert mean(relit(hopper_image, "dim", box)).sum() < 0.65 * plain.sum()
+    side = relit(hopper_image, "side", box)
+    assert mean(side, np.s_[:, : w // 3]).sum() < 0.6 * mean(side, np.s_[:, -w // 3 :]).sum()
+    top = relit(hopper_image, "top", box)
+    assert mean(top, np.s_[: h // 3]).sum() > 1.5 * mean(top, np.s_[-h // 3 :]).sum()
+    pink, tungsten = (
+        mean(relit(hopper_image, "pink", box)),
+        mean(relit(hopper_image, "tungsten", box)),
+    )
+    assert pink[0] / pink[1] > 1.2 * plain[0] / plain[1] and pink[2] > pink[1]
+    assert tungsten[2] / tungsten[0] < 0.8 * plain[2] / plain[0]
+    grey = relit(hopper_image, "grey", box).astype(int)
+    assert np.abs(grey[..., 0] - grey[..., 1]).max() <= 1
+    with pytest.raises(ValueError, match="relight 'moon'"):
+        relit(hopper_image, "moon", box)
+    person = Person("grace", hopper_image, hopper_image, hopper_image)
+    (target_relit,) = relit_people([person], "target-dim")
+    assert target_relit.source is hopper_image and target_relit.gallery is hopper_image
+    assert mean(target_relit.target).sum() < 0.65 * plain.sum()
