@@ -542,7 +542,7 @@ class MeshStream:
         # edges of its own shadows) is toned down to the target's where the source has more,
         # never up. A crisp photo on a soft video frame looks pasted on, and every small head
         # movement would change the swap more than the face it replaces.
-        contrast = _detail_ratio(tgt_lab, low_tgt, tgt_lit, src_lab, low_src, src_lit)
+        contrast = _detail_ratio(tgt_lab, low_tgt, tgt_lit, src_lab, low_src, src_lit, overall)
         if state.contrast is not None and smoothing > 0:
             contrast = smoothing * state.contrast + (1 - smoothing) * contrast
         state.contrast = contrast
@@ -785,9 +785,13 @@ def _detail_ratio(
     source: FloatArray,
     source_low: FloatArray,
     source_region: FloatArray,
+    source_gain: float = 1.0,
 ) -> float:
-    """The target's lightness detail (above the low-pass) over the source's, where each is
-    face skin and features; between the floor and 1."""
+    """The target's lightness detail (above the low-pass) over the source's once its lightness
+    is scaled by ``source_gain`` (the face's overall change of light, which scales its detail
+    too), where each is face skin and features; between the floor and 1. (Against the source's
+    own detail, a target in a dim room, whose detail is as dim as it is, had the source's detail
+    toned down twice: a flat, blurred face.)"""
 
     def amplitude(lab: FloatArray, low: FloatArray, region: FloatArray) -> float:
         weight = float(region.sum())
@@ -795,7 +799,7 @@ def _detail_ratio(
             return 0.0
         return float((np.abs(lab[..., 0] - low[..., 0]) * region).sum()) / weight
 
-    src = amplitude(source, source_low, source_region)
+    src = amplitude(source, source_low, source_region) * source_gain
     if src <= 1e-3:
         return 1.0
     ratio = amplitude(target, target_low, target_region) / src
