@@ -22,7 +22,10 @@ target, a late one the gallery view). Measured with an independent face-recognit
   was tuned on);
 - for videos: flicker ratio, frame-to-frame change inside the face's hull, swapped / original,
   swapped from several source photos (a crisp photo shimmers more than a soft one, so one soft
-  photo would hide it): the worst of them per video, and each one's;
+  photo would hide it): the worst of them per video, and each one's; with ``--still``, again
+  on a still version of each video (its middle frame held, swaying by a pixel or two over
+  seconds, with fresh sensor noise every frame: a webcam user sitting still, where the
+  original barely changes and any shimmer or slide of the swap shows);
 - with ``--hand-photo``: how much of a hand swept across each video's face survives the swap;
 - with ``--relight``: retrieval again with every source photo (or, ``target-...``, every target)
   re-lit as a camera would have taken it: dim, lit from one side or from above, under a pink or
@@ -589,6 +592,47 @@ def evaluate_video(
     }
 
 
+def still_clip(video: Path, out: Path, frames: int) -> Path:
+    """A still webcam face made from ``video``: its middle frame held for ``frames`` frames,
+    swaying by a fraction of a pixel per frame (1.5 px across over 4 s, 0.8 px up and down over
+    3.1 s: breathing, a chair) with fresh sensor noise every frame, H.264-encoded as a camera's
+    stream would be. The same clip every run."""
+    import av
+
+    cap = cv2.VideoCapture(str(video))
+    cap.set(cv2.CAP_PROP_POS_FRAMES, int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) // 2)
+    ok, bgr = cap.read()
+    cap.release()
+    if not ok:
+        sys.exit(f"{video}: cannot read its middle frame for the still clip")
+    held = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.float32)
+    h, w = held.shape[0] // 2 * 2, held.shape[1] // 2 * 2
+    rng = np.random.default_rng(0)
+    container = av.open(str(out), "w")
+    stream = container.add_stream("libx264", rate=30)
+    stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+    stream.options = {"crf": "18", "preset": "veryfast"}
+    for i in range(frames):
+        t = i / 30
+        dx, dy = 1.5 * np.sin(2 * np.pi * t / 4.0), 0.8 * np.sin(2 * np.pi * t / 3.1 + 1.0)
+        swayed = cv2.warpAffine(
+            held,
+            np.array([[1, 0, dx], [0, 1, dy]], np.float32),
+            (held.shape[1], held.shape[0]),
+            flags=cv2.INTER_CUBIC,
+            borderMode=cv2.BORDER_REFLECT,
+        )
+        # Sensor noise, spatially correlated as demosaicing leaves it: about 2 grey levels.
+        noise = cv2.GaussianBlur(rng.normal(0, 3.2, held.shape).astype(np.float32), (0, 0), 0.7)
+        image = np.clip(swayed + noise, 0, 255).astype(np.uint8)[:h, :w]
+        for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+    return out
+
+
 def evaluate_video_from(
     args: argparse.Namespace, cfg: Config, video: Path, sources: dict[str, Image]
 ) -> dict[str, Any]:
@@ -771,6 +815,12 @@ def main() -> None:
     )
     p.add_argument("--video-frames", type=int, default=150, help="frames per video")
     p.add_argument(
+        "--still",
+        action="store_true",
+        help="also measure flicker on a still version of each of --videos (its middle frame "
+        "held, swaying slightly, with sensor noise)",
+    )
+    p.add_argument(
         "--hand-photo",
         type=Path,
         help="a photo with a hand: cut out and swept across each of --videos' faces, scored by "
@@ -842,6 +892,19 @@ def main() -> None:
         ]
         ratios = [v["flicker_ratio"] for v in result["videos"] if v["flicker_ratio"] is not None]
         result["flicker_ratio_max"] = max(ratios) if ratios else None
+        if args.still:
+            with tempfile.TemporaryDirectory() as tmp:
+                result["still_videos"] = [
+                    evaluate_video_from(
+                        args,
+                        cfg,
+                        still_clip(v, Path(tmp) / f"still-{v.stem}.mp4", args.video_frames),
+                        sources,
+                    )
+                    for v in tqdm(args.videos, desc="still")
+                ]
+            still = [v["flicker_ratio"] for v in result["still_videos"] if v["flicker_ratio"]]
+            result["still_flicker_ratio_max"] = max(still) if still else None
         if args.hand_photo is not None:
             hand = cut_out_hand(read_image(args.hand_photo))
             first = next(iter(sources.values()))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 from pathlib import Path
 
 import cv2
@@ -21,6 +22,7 @@ from benchmarks.quality import (
     run_clip,
     same_picture,
     split_check,
+    still_clip,
 )
 from livswap.config import load_config
 from tests.media import moving_frames, write_video
@@ -154,3 +156,23 @@ def test_relit_photos_are_lit_as_named(hopper_image: np.ndarray) -> None:
     (target_relit,) = relit_people([person], "target-dim")
     assert target_relit.source is hopper_image and target_relit.gallery is hopper_image
     assert mean(target_relit.target).sum() < 0.65 * plain.sum()
+
+
+def test_a_still_clip_holds_one_frame_swaying_with_sensor_noise(
+    hopper_image: np.ndarray, tmp_path: Path
+) -> None:
+    clip = write_video(tmp_path / "c.mp4", moving_frames(hopper_image, 20, (320, 384)), audio=None)
+    still = still_clip(clip, tmp_path / "still.mp4", 60)
+    cap = cv2.VideoCapture(str(still))
+    frames = []
+    while True:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY).astype(np.float32))
+    cap.release()
+    assert len(frames) == 60
+    changes = [float(np.abs(b - a).mean()) for a, b in itertools.pairwise(frames)]
+    assert all(0 < c < 4 for c in changes)  # it barely changes, but never stands still
+    (dx, dy), _ = cv2.phaseCorrelate(frames[0], frames[30])  # a second later: swayed
+    assert 0.5 < float(np.hypot(dx, dy)) < 4
