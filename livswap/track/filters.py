@@ -12,9 +12,24 @@ import math
 import numpy as np
 import numpy.typing as npt
 
+from livswap.track.motion import Similarity
+
 __all__ = ["OneEuroFilter"]
 
 FloatArray = npt.NDArray[np.float32]
+
+
+def _moved(points: FloatArray, motion: Similarity) -> FloatArray:
+    moved = points.copy()
+    moved[:, :2] = points[:, :2] @ motion[:, :2].T.astype(np.float32) + motion[:, 2]
+    if points.shape[1] > 2:  # depth scales with the face's size
+        moved[:, 2:] *= np.float32(math.sqrt(abs(np.linalg.det(motion[:, :2]))))
+    return moved
+
+
+# Speed (IPD/s) that FaceMesh's jitter alone reaches on a still face: only speed beyond it is
+# movement, and opens the filter.
+JITTER_SPEED = 0.05
 
 
 def _alpha(cutoff: FloatArray | float, dt: float) -> FloatArray | float:
@@ -47,11 +62,20 @@ class OneEuroFilter:
         self._x = self._dx = None
         self._t = None
 
-    def __call__(self, x: FloatArray, t: float, scale: float) -> FloatArray:
-        """Filter sample ``x`` taken at time ``t`` (s); ``scale`` is the IPD in x's units."""
+    def __call__(
+        self, x: FloatArray, t: float, scale: float, motion: Similarity | None = None
+    ) -> FloatArray:
+        """Filter sample ``x`` taken at time ``t`` (s); ``scale`` is the IPD in x's units.
+
+        ``motion``, where known, is how the image moved since the last sample (a similarity on
+        x and y, :class:`~livswap.track.motion.FaceMotion`): the filter's state moves with it
+        first, so what is filtered, and what its speed opens it to, is only what the image's
+        motion does not explain: jitter, and the face's own changes of shape."""
         if self._x is None or self._t is None or t <= self._t:
             self._x, self._dx, self._t = x.copy(), np.zeros_like(x), t
             return x
+        if motion is not None:
+            self._x = _moved(self._x, motion)
         dt = t - self._t
         dx = (x - self._x) / dt
         assert self._dx is not None
@@ -63,6 +87,7 @@ class OneEuroFilter:
         mean_v = dx_hat[:, :2].mean(axis=0, keepdims=True)
         own = np.linalg.norm(dx_hat[:, :2] - mean_v, axis=1, keepdims=True)
         speed = (np.linalg.norm(mean_v) + self.point_weight * own) / max(scale, 1e-6)
+        speed = np.maximum(speed - JITTER_SPEED, 0.0)
         cutoff = self.min_cutoff + self.beta * speed
         a = _alpha(cutoff, dt)
         x_hat = (self._x + a * (x - self._x)).astype(np.float32)

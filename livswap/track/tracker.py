@@ -22,6 +22,7 @@ from livswap.track.landmarks import (
     NUM_LANDMARKS,
     RIGHT_IRIS_CENTER,
 )
+from livswap.track.motion import FaceMotion
 
 __all__ = ["Face", "FaceTracker", "HeadPose", "StillFaceDetector", "detect_faces"]
 
@@ -214,6 +215,41 @@ def detect_faces(image: Image, *, max_faces: int = 4, min_confidence: float = 0.
         return detect(image)
 
 
+def _mesh_landmarks(mesh: Any, image: Image) -> list[FloatArray]:
+    h, w = image.shape[:2]
+    result = mesh.process(image)
+    return [_to_pixels(lm, w, h) for lm in (result.multi_face_landmarks or [])]
+
+
+# A face FaceMesh has just found sits where its detector's box put it; each tracking pass then
+# refines it from the last one, and on a face that holds still the landmarks moved 1-4 px per
+# frame for 3-5 frames (mean of all 478). Smoothed over time, that was a swap sliding over a
+# still face for most of a second whenever a face appeared. So a new face is looked at again,
+# on the same frame, until its landmarks hold still.
+SETTLE_PASSES = 4  # most extra passes (a face appears seldom: a few ms, once)
+SETTLED = 0.005  # of the inter-pupil distance: a mean move this small is settled
+
+
+def _settled(mesh: Any, image: Image, detections: list[FloatArray]) -> list[FloatArray]:
+    """``detections`` refined by up to :data:`SETTLE_PASSES` more tracking passes of ``mesh``
+    on the same ``image``, until they move less than :data:`SETTLED` (the same faces, or the
+    last detections that were)."""
+    for _ in range(SETTLE_PASSES):
+        again = _mesh_landmarks(mesh, image)
+        if len(again) != len(detections):
+            break
+        moves = []
+        for before, after in zip(detections, again, strict=True):
+            ipd = float(np.linalg.norm(after[LEFT_IRIS_CENTER, :2] - after[RIGHT_IRIS_CENTER, :2]))
+            moves.append(
+                float(np.linalg.norm(after[:, :2] - before[:, :2], axis=1).mean()) / max(ipd, 1.0)
+            )
+        detections = again
+        if max(moves) < SETTLED:
+            break
+    return detections
+
+
 @dataclass
 class _Track:
     track_id: int
@@ -221,6 +257,7 @@ class _Track:
     center: FloatArray
     size: float
     missed: int = 0
+    motion: FaceMotion = field(default_factory=FaceMotion)
 
 
 @dataclass
@@ -265,16 +302,35 @@ class FaceTracker:
 
     def track(self, frame: Frame) -> None:
         mesh = self._ensure_mesh()
-        h, w = frame.image.shape[:2]
         if self.static:
             detections = _still_landmarks(mesh, self._detector, frame.image, self.cfg.max_faces)
         else:
-            result = mesh.process(frame.image)
-            detections = [_to_pixels(lm, w, h) for lm in (result.multi_face_landmarks or [])]
-        faces = self._associate(detections, frame.pts)
+            detections = _mesh_landmarks(mesh, frame.image)
+            if any(self._match(raw, list(self._tracks)) is None for raw in detections):
+                detections = _settled(mesh, frame.image, detections)
+        grey: npt.NDArray[np.uint8] | None = None
+        if detections and not self.static:
+            grey = np.asarray(cv2.cvtColor(frame.image, cv2.COLOR_RGB2GRAY), np.uint8)
+        faces = self._associate(detections, frame.pts, grey)
         frame.faces = self._select(faces)
 
-    def _associate(self, detections: list[FloatArray], t: float) -> list[Face]:
+    @staticmethod
+    def _match(raw: FloatArray, candidates: list[_Track]) -> _Track | None:
+        """The track among ``candidates`` that the face with landmarks ``raw`` continues: the
+        nearest, if within half the face's size; None for a new face."""
+        box = _box(raw)
+        center = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2], np.float32)
+        size = max(box[2] - box[0], box[3] - box[1], 1.0)
+        best = min(
+            candidates, key=lambda tr: float(np.linalg.norm(tr.center - center)), default=None
+        )
+        if best is not None and np.linalg.norm(best.center - center) < 0.5 * max(size, best.size):
+            return best
+        return None
+
+    def _associate(
+        self, detections: list[FloatArray], t: float, grey: npt.NDArray[np.uint8] | None
+    ) -> list[Face]:
         faces: list[Face] = []
         if self.static:
             # Independent images: every face is new, so no state leaks from one photo to the next.
@@ -284,12 +340,8 @@ class FaceTracker:
             box = _box(raw)
             center = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2], np.float32)
             size = max(box[2] - box[0], box[3] - box[1], 1.0)
-            best = min(
-                unmatched, key=lambda tr: float(np.linalg.norm(tr.center - center)), default=None
-            )
-            if best is not None and np.linalg.norm(best.center - center) < 0.5 * max(
-                size, best.size
-            ):
+            best = self._match(raw, unmatched)
+            if best is not None:
                 unmatched.remove(best)
                 track = best
             else:
@@ -303,7 +355,10 @@ class FaceTracker:
                 self._tracks.append(track)
             track.center, track.size, track.missed = center, size, 0
             ipd = float(np.linalg.norm(raw[LEFT_IRIS_CENTER, :2] - raw[RIGHT_IRIS_CENTER, :2]))
-            smoothed = track.filter(raw, t, ipd) if not self.static else raw
+            if grey is None:
+                smoothed = raw
+            else:
+                smoothed = track.filter(raw, t, ipd, track.motion.step(grey, raw))
             faces.append(_make_face(track.track_id, raw, smoothed))
         for track in unmatched:
             track.missed += 1
