@@ -194,3 +194,24 @@ def test_a_face_moving_steadily_is_not_trailed(hopper_image: np.ndarray) -> None
     path = [(i, 0.3 * i) for i in range(45)]
     _, lag = _wander_and_lag(hopper_image, path, noise=2.0)
     assert lag < 0.02, lag
+
+
+def test_face_motion_is_not_taken_from_something_sweeping_across_a_still_face(
+    astronaut_image: np.ndarray,
+) -> None:
+    """A hand or an object passing over a still face drags the corners along with it; where
+    the landmarks did not move alike, the image's motion is not the face's."""
+    landmarks = detect_faces(astronaut_image)[0].landmarks
+    motion = FaceMotion()
+    grey = cv2.cvtColor(astronaut_image, cv2.COLOR_RGB2GRAY)
+    motion.step(grey, landmarks)
+    # The whole picture moves by 6 px (as everything under the corners would) while the
+    # landmarks stay where they were.
+    assert motion.step(np.roll(grey, 6, axis=1), landmarks) is None
+    # With the landmarks moving alike, the same motion is the face's.
+    motion = FaceMotion()
+    motion.step(grey, landmarks)
+    moved = landmarks.copy()
+    moved[:, 0] += 6
+    shift = motion.step(np.roll(grey, 6, axis=1), moved)
+    assert shift is not None and abs(shift[0, 2] - 6) < 0.1, shift

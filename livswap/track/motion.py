@@ -28,6 +28,11 @@ MAX_CORNERS = 80
 MIN_CORNERS = 12  # fewer followed corners than this (a blurred or covered face): no motion
 INLIER_PX = 0.75  # RANSAC: a corner farther than this from the fitted motion is not rigid
 MIN_INLIER_SHARE = 0.5  # most corners must agree, or the face did not move as one
+# The image's motion is trusted only where the landmarks moved alike, within FaceMesh's jitter
+# (a quarter pixel) plus this much: else the corners followed something else (a hand sweeping
+# across a still face drags most of them along).
+DISAGREE_PX = 1.0
+DISAGREE_OF_FACE = 0.005  # ... plus this share of the upper face's size
 REFRESH_FRAMES = 10  # followed corners are kept this many frames, then looked for afresh
 
 
@@ -60,13 +65,21 @@ class FaceMotion:
         self._followed: FloatArray | None = None  # the corners that moved with the face, found
         # again in this frame (the last region's pixels)
         self._age = 0  # frames since the corners were looked for
+        self._centroid: FloatArray | None = None  # the landmarks' mean in the last frame
 
     def reset(self) -> None:
-        self._grey = self._region = self._corners = self._followed = None
+        self._grey = self._region = self._corners = self._followed = self._centroid = None
 
     def step(self, grey: GreyImage, landmarks: FloatArray) -> Similarity | None:
         motion = self._follow(grey)
+        centroid = landmarks[:, :2].mean(axis=0)
+        if motion is not None and self._centroid is not None and self._region is not None:
+            size = max(self._region[2] - self._region[0], self._region[3] - self._region[1])
+            disagree = np.linalg.norm(motion[:, 2] - (centroid - self._centroid))
+            if disagree > DISAGREE_PX + DISAGREE_OF_FACE * size:
+                motion = None
         self._remember(grey, landmarks)
+        self._centroid = centroid if self._region is not None else None
         return motion
 
     def _follow(self, grey: GreyImage) -> Similarity | None:
