@@ -149,7 +149,9 @@ def test_face_motion_measures_a_sub_pixel_shift_of_the_face(astronaut_image: np.
     assert motion.step(flat, landmarks) is None
 
 
-def _wander_and_lag(image: np.ndarray, path: list[tuple[float, float]], noise: float):
+def _wander_and_lag(
+    image: np.ndarray, path: list[tuple[float, float]], noise: float
+) -> tuple[float, float]:
     """Tracked over ``image`` moved along ``path`` with sensor noise: how far the smoothed
     landmarks step from frame to frame beyond the true motion (mean, of the eye distance), and
     how far they trail the raw ones at the end (mean, of the eye distance)."""
@@ -191,7 +193,7 @@ def test_a_face_moving_steadily_is_not_trailed(hopper_image: np.ndarray) -> None
     face by smoothing harder in time trails it (0.056 of the eye distance here with this
     filter without the image's motion, 0.044 with the old, lighter one; 0.008 now): following
     the image keeps it on the face."""
-    path = [(i, 0.3 * i) for i in range(45)]
+    path = [(float(i), 0.3 * i) for i in range(45)]
     _, lag = _wander_and_lag(hopper_image, path, noise=2.0)
     assert lag < 0.02, lag
 
@@ -203,7 +205,7 @@ def test_face_motion_is_not_taken_from_something_sweeping_across_a_still_face(
     the landmarks did not move alike, the image's motion is not the face's."""
     landmarks = detect_faces(astronaut_image)[0].landmarks
     motion = FaceMotion()
-    grey = cv2.cvtColor(astronaut_image, cv2.COLOR_RGB2GRAY)
+    grey = np.asarray(cv2.cvtColor(astronaut_image, cv2.COLOR_RGB2GRAY), np.uint8)
     motion.step(grey, landmarks)
     # The whole picture moves by 6 px (as everything under the corners would) while the
     # landmarks stay where they were.
