@@ -30,6 +30,11 @@ def _moved(points: FloatArray, motion: Similarity) -> FloatArray:
 # Speed (IPD/s) that FaceMesh's jitter alone reaches on a still face: only speed beyond it is
 # movement, and opens the filter.
 JITTER_SPEED = 0.05
+# The same for a point's own speed beyond the face's: per point, the jitter is larger. Beyond
+# it, a point's own motion opens its filter strongly (point_weight), so a mouth opening or a
+# blink is followed at once (at 0.25 and no threshold, the mouth's opening trailed by 0.07 of
+# the eye distance on average while speaking, lp_d6; now 0.04).
+OWN_JITTER_SPEED = 0.3
 
 
 def _alpha(cutoff: FloatArray | float, dt: float) -> FloatArray | float:
@@ -48,7 +53,7 @@ class OneEuroFilter:
     """
 
     def __init__(
-        self, min_cutoff: float, beta: float, d_cutoff: float = 1.0, point_weight: float = 0.25
+        self, min_cutoff: float, beta: float, d_cutoff: float = 1.0, point_weight: float = 10.0
     ) -> None:
         self.point_weight = point_weight
         self.min_cutoff = min_cutoff
@@ -81,13 +86,15 @@ class OneEuroFilter:
         assert self._dx is not None
         a_d = _alpha(self.d_cutoff, dt)
         dx_hat = self._dx + a_d * (dx - self._dx)
-        # Speed mostly from the face's mean velocity: per-point velocities carry the per-point
-        # jitter, which would open the filter exactly when it should stay closed. An attenuated
-        # per-point term keeps a moving mouth responsive while the head is still.
+        # Speed from the face's mean velocity, and from each point's own velocity beyond it:
+        # only what exceeds the jitter of each counts (jitter would open the filter exactly
+        # when it should stay closed), and a point's own motion beyond that opens it strongly
+        # (a mouth that opens while the head holds still).
         mean_v = dx_hat[:, :2].mean(axis=0, keepdims=True)
         own = np.linalg.norm(dx_hat[:, :2] - mean_v, axis=1, keepdims=True)
-        speed = (np.linalg.norm(mean_v) + self.point_weight * own) / max(scale, 1e-6)
-        speed = np.maximum(speed - JITTER_SPEED, 0.0)
+        face_speed = max(float(np.linalg.norm(mean_v)) / max(scale, 1e-6) - JITTER_SPEED, 0.0)
+        own_speed = np.maximum(own / max(scale, 1e-6) - OWN_JITTER_SPEED, 0.0)
+        speed = face_speed + self.point_weight * own_speed
         cutoff = self.min_cutoff + self.beta * speed
         a = _alpha(cutoff, dt)
         x_hat = (self._x + a * (x - self._x)).astype(np.float32)
