@@ -22,11 +22,14 @@ __all__ = ["FaceMotion", "Similarity"]
 
 FloatArray = npt.NDArray[np.float32]
 GreyImage = npt.NDArray[np.uint8]
-Similarity = npt.NDArray[np.float64]  # (2, 3): x' = A @ x + t, A a scaled rotation
+# (2, 3): x' = A @ x + t, A a scaled rotation. FaceMotion measures a translation only (A = I):
+# fitted with rotation and scale too, the motion was noisier on a still face, and the landmark
+# filter follows a head's slower turning and nearing on its own.
+Similarity = npt.NDArray[np.float64]
 
 MAX_CORNERS = 80
 MIN_CORNERS = 12  # fewer followed corners than this (a blurred or covered face): no motion
-INLIER_PX = 0.75  # RANSAC: a corner farther than this from the fitted motion is not rigid
+INLIER_PX = 0.75  # a corner whose shift is farther than this from the median shift is not rigid
 MIN_INLIER_SHARE = 0.5  # most corners must agree, or the face did not move as one
 # The image's motion is trusted only where the landmarks moved alike, within FaceMesh's jitter
 # (a quarter pixel) plus this much: else the corners followed something else (a hand sweeping
@@ -54,8 +57,8 @@ class FaceMotion:
     """One face's motion between consecutive frames of one stream (state: the last frame).
 
     Call :meth:`step` once per frame with the frame in grey and the face's landmarks there; it
-    returns the similarity that carries points of the previous frame's face onto this frame's,
-    or None on the first frame and wherever the flow cannot be trusted.
+    returns the motion that carries points of the previous frame's face onto this frame's (a
+    translation), or None on the first frame and wherever the flow cannot be trusted.
     """
 
     def __init__(self) -> None:
