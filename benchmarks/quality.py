@@ -43,6 +43,7 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -592,13 +593,30 @@ def evaluate_video(
     }
 
 
+def write_h264(
+    out: Path, frames: Iterable[Image], size: tuple[int, int], *, fps: int, pix_fmt: str, crf: int
+) -> None:
+    """``frames`` (RGB, ``size`` = width, height) H.264-encoded to ``out``, one at a time."""
+    import av
+
+    container = av.open(str(out), "w")
+    stream = container.add_stream("libx264", rate=fps)
+    stream.width, stream.height = size
+    stream.pix_fmt = pix_fmt
+    stream.options = {"crf": str(crf), "preset": "veryfast"}
+    for image in frames:
+        for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+
+
 def still_clip(video: Path, out: Path, frames: int) -> Path:
     """A still webcam face made from ``video``: its middle frame held for ``frames`` frames,
     swaying by a fraction of a pixel per frame (1.5 px across over 4 s, 0.8 px up and down over
     3.1 s: breathing, a chair) with fresh sensor noise every frame, H.264-encoded as a camera's
     stream would be. The same clip every run."""
-    import av
-
     cap = cv2.VideoCapture(str(video))
     cap.set(cv2.CAP_PROP_POS_FRAMES, int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) // 2)
     ok, bgr = cap.read()
@@ -608,28 +626,23 @@ def still_clip(video: Path, out: Path, frames: int) -> Path:
     held = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.float32)
     h, w = held.shape[0] // 2 * 2, held.shape[1] // 2 * 2
     rng = np.random.default_rng(0)
-    container = av.open(str(out), "w")
-    stream = container.add_stream("libx264", rate=30)
-    stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-    stream.options = {"crf": "18", "preset": "veryfast"}
-    for i in range(frames):
-        t = i / 30
-        dx, dy = 1.5 * np.sin(2 * np.pi * t / 4.0), 0.8 * np.sin(2 * np.pi * t / 3.1 + 1.0)
-        swayed = cv2.warpAffine(
-            held,
-            np.array([[1, 0, dx], [0, 1, dy]], np.float32),
-            (held.shape[1], held.shape[0]),
-            flags=cv2.INTER_CUBIC,
-            borderMode=cv2.BORDER_REFLECT,
-        )
-        # Sensor noise, spatially correlated as demosaicing leaves it: about 2 grey levels.
-        noise = cv2.GaussianBlur(rng.normal(0, 3.2, held.shape).astype(np.float32), (0, 0), 0.7)
-        image = np.clip(swayed + noise, 0, 255).astype(np.uint8)[:h, :w]
-        for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-            container.mux(packet)
-    for packet in stream.encode():
-        container.mux(packet)
-    container.close()
+
+    def frames_out() -> Iterator[Image]:
+        for i in range(frames):
+            t = i / 30
+            dx, dy = 1.5 * np.sin(2 * np.pi * t / 4.0), 0.8 * np.sin(2 * np.pi * t / 3.1 + 1.0)
+            swayed = cv2.warpAffine(
+                held,
+                np.array([[1, 0, dx], [0, 1, dy]], np.float32),
+                (held.shape[1], held.shape[0]),
+                flags=cv2.INTER_CUBIC,
+                borderMode=cv2.BORDER_REFLECT,
+            )
+            # Sensor noise, spatially correlated as demosaicing leaves it: about 2 grey levels.
+            noise = cv2.GaussianBlur(rng.normal(0, 3.2, held.shape).astype(np.float32), (0, 0), 0.7)
+            yield np.clip(swayed + noise, 0, 255).astype(np.uint8)[:h, :w]
+
+    write_h264(out, frames_out(), (w, h), fps=30, pix_fmt="yuv420p", crf=18)
     return out
 
 
@@ -697,8 +710,6 @@ def occluded_clip(
 ) -> list[npt.NDArray[np.float32]]:
     """``video`` with ``hand`` sweeping across the face and back, written losslessly enough to
     ``out``; returns the hand's alpha in each frame."""
-    import av
-
     cap = cv2.VideoCapture(str(video))
     fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
     frames: list[Image] = []
@@ -723,35 +734,31 @@ def occluded_clip(
     small_alpha = cv2.resize(hand_alpha, (small.shape[1], small.shape[0]))
     hh, hw = small.shape[:2]
     alphas = []
-    container = av.open(str(out), "w")
-    stream = container.add_stream("libx264", rate=round(fps))
-    stream.width, stream.height = frames[0].shape[1], frames[0].shape[0]
-    stream.pix_fmt = "yuv444p"
-    stream.options = {"crf": "8", "preset": "veryfast"}
-    for i, frame in enumerate(frames):
-        phase = i / max(len(frames) - 1, 1)
-        sweep = 1 - abs(2 * phase - 1)  # 0 -> 1 -> 0: across the face and back
-        cx = x0 - 0.6 * face_w + sweep * 2.2 * face_w
-        cy = (y0 + y1) / 2 + 0.1 * face_h
-        left, top = int(cx - hw / 2), int(cy - hh / 2)
-        alpha = np.zeros(frame.shape[:2], np.float32)
-        composed = frame.copy()
-        fx0, fy0 = max(left, 0), max(top, 0)
-        fx1, fy1 = min(left + hw, frame.shape[1]), min(top + hh, frame.shape[0])
-        if fx1 > fx0 and fy1 > fy0:
-            a = small_alpha[fy0 - top : fy1 - top, fx0 - left : fx1 - left]
-            patch = small[fy0 - top : fy1 - top, fx0 - left : fx1 - left].astype(np.float32)
-            region = composed[fy0:fy1, fx0:fx1].astype(np.float32)
-            composed[fy0:fy1, fx0:fx1] = (
-                a[..., None] * patch + (1 - a[..., None]) * region
-            ).astype(np.uint8)
-            alpha[fy0:fy1, fx0:fx1] = a
-        alphas.append(alpha)
-        for packet in stream.encode(av.VideoFrame.from_ndarray(composed, format="rgb24")):
-            container.mux(packet)
-    for packet in stream.encode():
-        container.mux(packet)
-    container.close()
+
+    def frames_out() -> Iterator[Image]:
+        for i, frame in enumerate(frames):
+            phase = i / max(len(frames) - 1, 1)
+            sweep = 1 - abs(2 * phase - 1)  # 0 -> 1 -> 0: across the face and back
+            cx = x0 - 0.6 * face_w + sweep * 2.2 * face_w
+            cy = (y0 + y1) / 2 + 0.1 * face_h
+            left, top = int(cx - hw / 2), int(cy - hh / 2)
+            alpha = np.zeros(frame.shape[:2], np.float32)
+            composed = frame.copy()
+            fx0, fy0 = max(left, 0), max(top, 0)
+            fx1, fy1 = min(left + hw, frame.shape[1]), min(top + hh, frame.shape[0])
+            if fx1 > fx0 and fy1 > fy0:
+                a = small_alpha[fy0 - top : fy1 - top, fx0 - left : fx1 - left]
+                patch = small[fy0 - top : fy1 - top, fx0 - left : fx1 - left].astype(np.float32)
+                region = composed[fy0:fy1, fx0:fx1].astype(np.float32)
+                composed[fy0:fy1, fx0:fx1] = (
+                    a[..., None] * patch + (1 - a[..., None]) * region
+                ).astype(np.uint8)
+                alpha[fy0:fy1, fx0:fx1] = a
+            alphas.append(alpha)
+            yield composed
+
+    size = (frames[0].shape[1], frames[0].shape[0])
+    write_h264(out, frames_out(), size, fps=round(fps), pix_fmt="yuv444p", crf=8)
     return alphas
 
 

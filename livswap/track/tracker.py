@@ -65,11 +65,7 @@ class Face:
     @property
     def ipd(self) -> float:
         """Inter-pupil distance in pixels."""
-        return float(
-            np.linalg.norm(
-                self.landmarks[LEFT_IRIS_CENTER, :2] - self.landmarks[RIGHT_IRIS_CENTER, :2]
-            )
-        )
+        return _ipd(self.landmarks)
 
     @property
     def area(self) -> float:
@@ -215,6 +211,11 @@ def detect_faces(image: Image, *, max_faces: int = 4, min_confidence: float = 0.
         return detect(image)
 
 
+def _ipd(landmarks: FloatArray) -> float:
+    """The distance between the iris centres, in pixels."""
+    return float(np.linalg.norm(landmarks[LEFT_IRIS_CENTER, :2] - landmarks[RIGHT_IRIS_CENTER, :2]))
+
+
 def _mesh_landmarks(mesh: Any, image: Image) -> list[FloatArray]:
     h, w = image.shape[:2]
     result = mesh.process(image)
@@ -240,7 +241,7 @@ def _settled(mesh: Any, image: Image, detections: list[FloatArray]) -> list[Floa
             break
         moves = []
         for before, after in zip(detections, again, strict=True):
-            ipd = float(np.linalg.norm(after[LEFT_IRIS_CENTER, :2] - after[RIGHT_IRIS_CENTER, :2]))
+            ipd = _ipd(after)
             moves.append(
                 float(np.linalg.norm(after[:, :2] - before[:, :2], axis=1).mean()) / max(ipd, 1.0)
             )
@@ -354,7 +355,7 @@ class FaceTracker:
                 self._next_id += 1
                 self._tracks.append(track)
             track.center, track.size, track.missed = center, size, 0
-            ipd = float(np.linalg.norm(raw[LEFT_IRIS_CENTER, :2] - raw[RIGHT_IRIS_CENTER, :2]))
+            ipd = _ipd(raw)
             if grey is None:
                 smoothed = raw
             else:
