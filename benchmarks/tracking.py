@@ -5,7 +5,9 @@
 Runs livswap's FaceTracker (MediaPipe FaceMesh, tracking mode, One Euro filter as configured)
 over every frame. Jitter is the second difference of each landmark (how far it sits off the
 line through its neighbours in time), in pixels; offset is the mean distance between filtered and
-raw landmarks (lag plus removed jitter). Also the tracker's own time per frame.
+raw landmarks (lag plus removed jitter); the mouth's opening error is how far the filtered
+mouth's opening (inner lips, of the eye distance) is from the raw one's on average, which is how
+late a speaking mouth is followed. Also the tracker's own time per frame.
 """
 
 from __future__ import annotations
@@ -21,10 +23,20 @@ import numpy as np
 from livswap.config import load_config
 from livswap.frame import Frame
 from livswap.track import FaceTracker
+from livswap.track.landmarks import LEFT_IRIS_CENTER, RIGHT_IRIS_CENTER
+
+UPPER_INNER_LIP, LOWER_INNER_LIP = 13, 14  # FaceMesh's inner-lip middles
 
 
 def _jitter(points: np.ndarray) -> float:
     return float(np.linalg.norm(points[1:-1] - (points[:-2] + points[2:]) / 2, axis=2).mean())
+
+
+def _mouth_opening(points: np.ndarray) -> np.ndarray:
+    """Per frame: the gap between the inner lips' middles over the eye distance."""
+    ipd = np.linalg.norm(points[:, LEFT_IRIS_CENTER] - points[:, RIGHT_IRIS_CENTER], axis=1)
+    gap = np.linalg.norm(points[:, UPPER_INNER_LIP] - points[:, LOWER_INNER_LIP], axis=1)
+    return np.asarray(gap / np.maximum(ipd, 1e-6))
 
 
 def main() -> None:
@@ -58,6 +70,9 @@ def main() -> None:
         "jitter_px_filtered": round(_jitter(s), 3),
         "jitter_reduction": round(_jitter(r) / max(_jitter(s), 1e-9), 2),
         "offset_px_mean": round(float(np.linalg.norm(s - r, axis=2).mean()), 3),
+        "mouth_opening_error": round(
+            float(np.abs(_mouth_opening(s) - _mouth_opening(r)).mean()), 4
+        ),
         "track_ms_p50": round(float(np.median(times[10:])), 2),
     }
     args.json.write_text(json.dumps(result, indent=2) + "\n")
