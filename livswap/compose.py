@@ -75,8 +75,18 @@ def paste_on_cpu(out: Image, face: SwappedFace, strength: float) -> None:
     image = _crop_image(face.resolve())
     h, w = out.shape[:2]
     s = image.shape[0]
+    alpha_8 = cv2.convertScaleAbs(face.alpha, alpha=255.0)
+    # Only the part of the square that changes anything is pasted: the face's alpha, and where
+    # the frame's own pixels are moved (the square is several faces wide, the face in its middle).
+    rect = _touched(alpha_8, face.displacement, s)
+    if rect is None:
+        return
+    left, top, right, bottom = rect
     to_frame = cv2.invertAffineTransform(face.to_crop).astype(np.float64)
-    corners = np.array([[0, 0, 1], [s, 0, 1], [0, s, 1], [s, s, 1]], np.float64) @ to_frame.T
+    corners = (
+        np.array([[left, top, 1], [right, top, 1], [left, bottom, 1], [right, bottom, 1]], float)
+        @ to_frame.T
+    )
     x0, y0 = np.floor(corners.min(axis=0)).astype(int)
     x1, y1 = np.ceil(corners.max(axis=0)).astype(int)
     x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
@@ -89,16 +99,82 @@ def paste_on_cpu(out: Image, face: SwappedFace, strength: float) -> None:
     # about half of two separate warps. Outside the square alpha is 0, so the zero border
     # never shows. OpenCV does the channel shuffles: numpy's strided copies cost more.
     rgba = cv2.cvtColor(image, cv2.COLOR_RGB2RGBA)
-    cv2.mixChannels([cv2.convertScaleAbs(face.alpha, alpha=255.0)], [rgba], [0, 3])
+    cv2.mixChannels([alpha_8], [rgba], [0, 3])
     warped = cv2.warpAffine(
         rgba, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
     )
     alpha = np.multiply(
         cv2.extractChannel(warped, 3), np.float32(strength / 255.0), dtype=np.float32
     )
-    region = out[y0:y1, x0:x1]
+    if face.displacement is None:
+        behind = out[y0:y1, x0:x1]
+    else:
+        behind = _displaced(out, face.displacement, s, m, (x0, y0), size, strength)
     out[y0:y1, x0:x1] = cv2.blendLinear(
-        cv2.cvtColor(warped, cv2.COLOR_RGBA2RGB), region, alpha, 1.0 - alpha
+        cv2.cvtColor(warped, cv2.COLOR_RGBA2RGB), behind, alpha, 1.0 - alpha
+    )
+
+
+def _touched(
+    alpha_8: npt.NDArray[np.uint8], displacement: FloatArray | None, size: int
+) -> tuple[float, float, float, float] | None:
+    """The crop-space rectangle (left, top, right, bottom) a paste changes, with a pixel's
+    margin for bilinear sampling; None when it changes nothing."""
+    rects = []
+    x, y, w, h = cv2.boundingRect(alpha_8)
+    if w and h:
+        rects.append((x - 1.0, y - 1.0, x + w + 1.0, y + h + 1.0))
+    if displacement is not None:
+        # Both channels side by side as one image: any pixel moved by 0.005 px or more.
+        r = displacement.shape[0]
+        moved = cv2.convertScaleAbs(displacement.reshape(r, 2 * r), alpha=100.0)
+        x, y, w, h = cv2.boundingRect(moved)
+        if w and h:
+            k = size / r  # crop pixels per displacement pixel
+            # Bilinear sampling carries a displacement pixel's value a whole pixel further.
+            rects.append((x // 2 * k - k, y * k - k, ((x + w + 1) // 2 + 1) * k, (y + h + 1) * k))
+    if not rects:
+        return None
+    left, top, right, bottom = zip(*rects, strict=True)
+    return min(left), min(top), max(right), max(bottom)
+
+
+def _displaced(
+    out: Image,
+    displacement: FloatArray,
+    crop_size: int,
+    crop_to_region: npt.NDArray[np.float64],
+    origin: tuple[int, int],
+    size: tuple[int, int],
+    strength: float,
+) -> Image:
+    """The region of ``out`` at ``origin`` (``size``: width, height), each pixel taken from its
+    own position plus the face's ``displacement`` (scaled by ``strength``): the frame's own
+    pixels where a reshaped face shows them, resampled once, straight from the frame."""
+    # The displacement is smooth: it is drawn into the region at half the region's resolution
+    # and enlarged (drawn at full resolution it cost more than the rest of the paste).
+    k = crop_size / displacement.shape[0]
+    to_crop = np.array([[k, 0, 0.5 * k - 0.5], [0, k, 0.5 * k - 0.5], [0, 0, 1]])
+    to_half = np.array([[0.5, 0, -0.25], [0, 0.5, -0.25], [0, 0, 1]])  # region pixel p: 2q + 0.5
+    to_region = np.vstack([crop_to_region, (0, 0, 1)])
+    w, h = size
+    half = ((w + 1) // 2, (h + 1) // 2)
+    shift_half = cv2.warpAffine(
+        displacement,
+        (to_half @ to_region @ to_crop)[:2],
+        half,
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )
+    shift = cv2.resize(shift_half, (2 * half[0], 2 * half[1]))[:h, :w]
+    x0, y0 = origin
+    xs = np.arange(x0, x0 + w, dtype=np.float32)
+    ys = np.arange(y0, y0 + h, dtype=np.float32)
+    map_x = shift[..., 0] * np.float32(strength) + xs[None, :]
+    map_y = shift[..., 1] * np.float32(strength) + ys[:, None]
+    return np.asarray(
+        cv2.remap(out, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     )
 
 
@@ -228,7 +304,14 @@ class HandsInFront:
                 out.append(face)
                 continue
             kept[face.track_id] = mask
-            out.append(replace(face, alpha=(face.alpha * (1.0 - mask)).astype(np.float32)))
+            uncovered = (1.0 - mask).astype(np.float32)
+            out.append(
+                replace(
+                    face,
+                    alpha=face.alpha * uncovered,
+                    displacement=_held_in_place(face.displacement, uncovered),
+                )
+            )
         self._last = kept
         return out
 
@@ -252,3 +335,14 @@ class MaskSmoother:
             out[track_id] = mask
         self._last = out
         return out
+
+
+def _held_in_place(displacement: FloatArray | None, uncovered: FloatArray) -> FloatArray | None:
+    """``displacement`` where ``uncovered`` (crop-sized, 0 under a hand): a hand shows where it
+    is, not where the face's reshaping moved what is behind it."""
+    if displacement is None:
+        return None
+    r = displacement.shape[0]
+    if uncovered.shape[0] != r:
+        uncovered = cv2.resize(uncovered, (r, r), interpolation=cv2.INTER_AREA)
+    return np.asarray(displacement * uncovered[..., None], np.float32)

@@ -47,6 +47,12 @@ class SwappedFace:
             engine's device; None while ``pending`` is still producing it.
         pending: the batched generator's job that produces ``crop``.
         strength: the engine's own weight for this face (0..1); compose multiplies its fade in.
+        displacement: (R, R, 2) float32 or None. Where the face was reshaped, the frame's own
+            pixels that show through (1 - alpha) come from elsewhere in the frame: at each point
+            of the crop's square, from its frame position plus the displacement there (frame
+            pixels, x and y). It is smooth, so it may cover the square at a lower resolution R
+            than the crop's (pixel centres aligned as ``cv2.resize`` aligns them). None: they
+            show where they are. (Only the mesh engine reshapes; it pastes on the CPU.)
     """
 
     track_id: int
@@ -55,6 +61,7 @@ class SwappedFace:
     crop: Any = None
     pending: Future[Any] | None = None
     strength: float = 1.0
+    displacement: npt.NDArray[np.float32] | None = None
 
     @property
     def size(self) -> int:

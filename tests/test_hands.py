@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -172,3 +173,14 @@ def test_hands_can_be_turned_off(astronaut_image: np.ndarray) -> None:
     engine = create_engine(cfg)
     stages = build_stages(cfg, engine, engine.prepare([astronaut_image]), still=True)
     assert [s.name for s in stages] == ["track", "swap", "compose"]
+
+
+def test_a_hand_shows_where_it_is_not_where_the_face_was_reshaped() -> None:
+    moved = np.full((100, 100, 2), 4.0, np.float32)
+    face = replace(_face(1), displacement=moved)
+    hand = open_hand((30, 95), 25)
+    under = tuple(np.round(hand.landmarks[9]).astype(int))[::-1]
+    covered = HandsInFront().apply([face], [hand])[0]
+    assert covered.displacement is not None
+    assert np.abs(covered.displacement[under]).max() < 1e-3
+    assert np.array_equal(covered.displacement[10, 90], (4.0, 4.0))  # far from the hand

@@ -341,6 +341,28 @@ def shape_kept(source_image: np.ndarray) -> tuple[Engine, Identity]:
     return engine, engine.prepare([source_image])
 
 
+def as_shown(swapped: SwappedFace, image: np.ndarray) -> np.ndarray:
+    """The swapped face as the paste shows it, in its crop's square: the crop where its alpha
+    is, and the frame's own pixels (moved as the reshaping moved them) everywhere else."""
+    size = swapped.size
+    to_frame = cv2.invertAffineTransform(swapped.to_crop)
+    u, v = np.meshgrid(np.arange(size, dtype=np.float32), np.arange(size, dtype=np.float32))
+    x = to_frame[0, 0] * u + to_frame[0, 1] * v + to_frame[0, 2]
+    y = to_frame[1, 0] * u + to_frame[1, 1] * v + to_frame[1, 2]
+    if swapped.displacement is not None:
+        moved = cv2.resize(swapped.displacement, (size, size))
+        x, y = x + moved[..., 0], y + moved[..., 1]
+    behind = cv2.remap(
+        image,
+        x.astype(np.float32),
+        y.astype(np.float32),
+        cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
+    ).astype(np.float32)
+    alpha = swapped.alpha[..., None]
+    return alpha * np.asarray(swapped.crop, np.float32) + (1 - alpha) * behind
+
+
 def change_in_crop(
     engine: Engine, identity: Identity, image: np.ndarray, target: Face
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -350,9 +372,8 @@ def change_in_crop(
     stream = engine.open_stream(identity)
     assert isinstance(stream, MeshStream)
     swapped = stream.swap_face(image, target, identity.data.sources[0])
-    size = swapped.crop.shape[0]
-    own = cv2.warpAffine(image, swapped.to_crop, (size, size))
-    change = np.abs(swapped.crop.astype(np.float32) - own.astype(np.float32)).mean(axis=2)
+    own = cv2.warpAffine(image, swapped.to_crop, (swapped.size, swapped.size))
+    change = np.abs(as_shown(swapped, image) - own.astype(np.float32)).mean(axis=2)
     return change, cv2.transform(target.landmarks[None, :, :2], swapped.to_crop)[0]
 
 
@@ -531,13 +552,13 @@ def test_the_targets_lips_keep_their_place_and_shape(
     assert isinstance(stream, MeshStream)
     face = detect_faces(target_image)[0]
     swapped = stream.swap_face(target_image, face, identity.data.sources[0])
-    size = swapped.crop.shape[0]
+    size = swapped.size
     own = cv2.warpAffine(target_image, swapped.to_crop, (size, size))
     points = cv2.transform(face.landmarks[None, :, :2], swapped.to_crop)[0]
     lips = np.zeros((size, size), np.uint8)
     cv2.fillPoly(lips, [np.round(points[face_index().lips_outer]).astype(np.int32)], 1)
     inner = cv2.erode(lips, np.ones((3, 3), np.uint8))
-    change = np.abs(swapped.crop.astype(np.float32) - own.astype(np.float32)).mean(axis=2)
+    change = np.abs(as_shown(swapped, target_image) - own.astype(np.float32)).mean(axis=2)
     assert float(change[inner > 0].mean()) < 5.0
 
 
@@ -596,3 +617,103 @@ def test_a_fine_source_photo_does_not_shimmer_on_a_face_moving_by_fractions_of_a
         return float(np.mean([np.abs(b - a).mean() for a, b in itertools.pairwise(images)]))
 
     assert change(swaps) < 1.22 * change(targets), (change(swaps), change(targets))
+
+
+def test_the_targets_own_pixels_show_as_they_are_on_a_still_face(
+    hopper_image: np.ndarray, astronaut_image: np.ndarray
+) -> None:
+    """Where the target shows through the swap (its irises here, with no reshaping), the output
+    is the frame itself, on every sub-pixel position of the face. Drawn into the crop and back
+    out, they were blurred anew at each position: by 12-14 grey levels a pixel here on average
+    (now 0-0.3), and a still webcam face's swap changed a third more from frame to frame than
+    the face itself."""
+    engine, identity = shape_kept(hopper_image)
+    source = identity.data.sources[0]
+    face = detect_faces(astronaut_image)[0]
+    idx = face_index()
+    irises = np.zeros(astronaut_image.shape[:2], np.uint8)
+    for iris in (idx.left_iris, idx.right_iris):
+        centre = face.landmarks[iris, :2].mean(axis=0)
+        radius = 0.5 * float(np.ptp(face.landmarks[iris, 0]))
+        cv2.circle(irises, tuple(int(v) for v in np.round(centre)), int(0.3 * radius), 1, -1)
+    for step in range(4):
+        shift = np.array([[1, 0, 0.25 * step], [0, 1, 0.1 * step]])
+        target = np.asarray(
+            cv2.warpAffine(astronaut_image, shift, astronaut_image.shape[1::-1]), np.uint8
+        )
+        moved = dataclasses.replace(
+            face, landmarks=face.landmarks + np.array([0.25 * step, 0.1 * step, 0], np.float32)
+        )
+        stream = engine.open_stream(identity)
+        assert isinstance(stream, MeshStream)
+        out = target.copy()
+        paste_on_cpu(out, stream.swap_face(target, moved, source), 1.0)
+        difference = np.abs(out.astype(np.float32) - target.astype(np.float32))[irises > 0]
+        assert float(difference.mean()) < 0.5, (step, float(difference.mean()))
+
+
+def test_a_still_faces_colour_settles_and_a_change_of_light_is_followed(
+    hopper_image: np.ndarray, astronaut_image: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The colour match is estimated anew from every frame's noisy pixels. On a still face it
+    is averaged over more frames, so the swapped face changes less than with a moving face's
+    smoothing; a light turned up is still followed within a few frames."""
+    import livswap.engine.mesh.engine as mesh_engine
+
+    face = detect_faces(astronaut_image)[0]
+    rng = np.random.default_rng(1)
+    noisy = [
+        np.asarray(
+            np.clip(astronaut_image + rng.normal(0, 4, astronaut_image.shape), 0, 255), np.uint8
+        )
+        for _ in range(8)
+    ]
+
+    def swapped(frames: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+        """The swapped face of each frame (its crop) and where it shows (its alpha)."""
+        engine = create_engine(mesh_config())
+        identity = engine.prepare([hopper_image])
+        stream = engine.open_stream(identity)
+        assert isinstance(stream, MeshStream)
+        swaps = [stream.swap_face(image, face, identity.data.sources[0]) for image in frames]
+        return [np.asarray(s.crop, np.float32) for s in swaps], swaps[-1].alpha > 0.9
+
+    def change(crops: list[np.ndarray], where: np.ndarray) -> float:
+        return float(
+            np.mean([np.abs(b - a)[where].mean() for a, b in itertools.pairwise(crops[2:])])
+        )
+
+    settled = change(*swapped(noisy))
+    monkeypatch.setattr(mesh_engine, "STILL_COLOUR_SMOOTHING", 0.0)
+    as_moving = change(*swapped(noisy))
+    monkeypatch.undo()
+    assert settled < 0.6 * as_moving, (settled, as_moving)
+
+    brighter = [np.asarray(np.clip(image * 1.3, 0, 255), np.uint8) for image in noisy[:4]]
+    crops, face_area = swapped(noisy[:4] + brighter)
+    before, after, settled_at = (float(crops[i][face_area].mean()) for i in (3, 6, 7))
+    assert after - before > 0.8 * (settled_at - before), (before, after, settled_at)
+
+
+def test_a_reshaped_face_shows_the_frames_own_pixels_moved() -> None:
+    """The paste takes the frame's own pixels from where the face's reshaping moved them; the
+    displacement may be coarser than the crop (here half its resolution)."""
+    ramp = np.tile((np.arange(128) * 2).astype(np.uint8)[None, :, None], (128, 1, 3))
+    moved = np.zeros((32, 32, 2), np.float32)
+    moved[..., 0] = 3.0  # everything shown comes from 3 pixels to the right
+    face = SwappedFace(
+        track_id=1,
+        to_crop=np.array([[1.0, 0, -32], [0, 1.0, -32]]),  # a 64-pixel square at (32, 32)
+        alpha=np.zeros((64, 64), np.float32),
+        crop=np.zeros((64, 64, 3), np.uint8),
+        displacement=moved,
+    )
+    out = ramp.copy()
+    paste_on_cpu(out, face, 1.0)
+    inside = np.s_[40:88, 40:88]
+    assert np.array_equal(out[inside], ramp[40:88, 43:91])
+    assert np.array_equal(out[:, :28], ramp[:, :28])  # outside the square: untouched
+    assert np.array_equal(out[:, 100:], ramp[:, 100:])
+    half = ramp.copy()
+    paste_on_cpu(half, face, 0.5)  # fading: half the displacement
+    assert np.abs(half[inside].astype(int) - ramp[inside].astype(int) - 3).max() <= 1

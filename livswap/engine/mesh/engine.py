@@ -8,8 +8,7 @@ Per face and frame, in a face-aligned square ("canonical" space, eyes level at f
    the target's expressions, blinks and speech still come through.
 2. Warp, one pass each: the source photo (at the pyramid level nearest the face's size, so its
    fine detail does not alias) onto the new shape (the swapped skin and features) and
-   the target frame onto the new shape (reshaping the target's own eyes, inner mouth and
-   surroundings consistently; a fixed outer ring keeps the background in place).
+   the target frame onto the new shape (what its colour, glasses and occluders are read from).
 3. Colour, in Lab: a masked low-pass gain on lightness takes the target's lighting at coarse
    scales (finer, the shading is the source's own relief, which carries its likeness; a side
    light's shadows were lifted off the source photo when it was prepared), an offset on chroma
@@ -23,11 +22,16 @@ Per face and frame, in a face-aligned square ("canonical" space, eyes level at f
    differ, its upper lids when its eyes close, and its spectacle frames when it wears
    glasses), minus occluders in front of the target's face; feathered. Hands are kept in
    front later, by compose, for every engine.
+5. Paste: the crop is the swapped face alone, with its alpha. Where the target shows through
+   (its own eyes, inner mouth, surroundings), compose takes the frame's pixels once, moved by
+   the reshaping (the crop's ``displacement``, faded out inside a fixed outer ring, so the
+   background stays in place), not resampled into the square and back out.
 
 Temporal state (the target's neutral shape, the colour change, contrast, mouth, eyelids and
 glasses, the occlusion mask) is kept per stream and tracked face in canonical space, so
 smoothing follows the face instead of smearing in the frame, and streams sharing the engine
-never see each other's faces.
+never see each other's faces. The colour change is averaged over more frames while the face
+holds still under steady light (there its per-frame estimates change only with the noise).
 """
 
 from __future__ import annotations
@@ -220,6 +224,15 @@ def _build_topology(idx: FaceIndex, reference: FloatArray) -> _Topology:
     return _Topology(triangles=np.concatenate(tris), kind=np.concatenate(kinds))
 
 
+# Colour estimates on a still face are averaged over this much more history (per frame: about
+# 7 frames' worth); a face moving by MOVING_FACE_STEP of its eye distance per frame (about 0.3
+# of it per second at 30 fps) or a lighting gain changing by LIGHT_CHANGE_STEP per frame is
+# followed at ``[compose] temporal_smoothing``.
+STILL_COLOUR_SMOOTHING = 0.85
+MOVING_FACE_STEP = 0.01
+LIGHT_CHANGE_STEP = 0.02
+
+
 @dataclass
 class _TrackState:
     """What the engine remembers about one tracked face between frames."""
@@ -233,6 +246,7 @@ class _TrackState:
     rims: FloatArray | None = None  # the target's spectacle frames (S/2, S/2), smoothed
     occlusion: FloatArray | None = None  # (S, S) 0..1
     offsets: FloatArray | None = None  # smoothed shape-transfer offsets, image pixels (478, 2)
+    centre: FloatArray | None = None  # the landmarks' mean, last frame (image pixels)
     last_seen: int = 0
 
 
@@ -453,26 +467,41 @@ class MeshStream:
                 state,
                 size,
                 smoothing,
+                self._face_speed(face, state),
             )
             alpha *= usable
         else:  # the source's own colours, as asked (config: compose.color_transfer)
             face_rgb = src_warp
-        alpha_full = cv2.resize(alpha, (size, size), interpolation=cv2.INTER_LINEAR)
-        out = cv2.blendLinear(face_rgb, tgt_warp, alpha_full, 1.0 - alpha_full)
+        alpha_full = cv2.resize(alpha, full, interpolation=cv2.INTER_LINEAR)
 
         # 5. Where the patch replaces the frame: the swapped face plus wherever reshaping moved
         # pixels, faded out well inside the ring (where the target is undisturbed).
         gx, gy = _half_grid(size)
         ix = from_canon[0, 0] * gx + from_canon[0, 1] * gy + from_canon[0, 2]
         iy = from_canon[1, 0] * gx + from_canon[1, 1] * gy + from_canon[1, 2]
-        covered = (kind >= 0).astype(np.uint8) * 255
-        moved_px = (np.hypot(htx - ix, hty - iy) > 0.35) & (covered > 0)
+        covered = kind >= 0
+        moved = np.where(covered[..., None], cv2.merge([htx - ix, hty - iy]), np.float32(0))
+        moved_px = (np.hypot(moved[..., 0], moved[..., 1]) > 0.35) & covered
         changed = (moved_px | (alpha > 0.01)).astype(np.uint8) * 255
         changed = cv2.dilate(changed, _disk(2.0 * unit))
-        inside_ring = cv2.erode(covered, _disk(3.0 * unit))
-        patch_alpha = feather(changed, 2.0 * unit) * feather(inside_ring, 2.0 * unit)
-        patch_alpha = cv2.resize(patch_alpha, (size, size), interpolation=cv2.INTER_LINEAR)
-        return SwappedFace(face.track_id, to_canon, patch_alpha, crop=out)
+        inside_ring = cv2.erode(covered.astype(np.uint8) * 255, _disk(3.0 * unit))
+        patch_half = np.asarray(
+            feather(changed, 2.0 * unit) * feather(inside_ring, 2.0 * unit), np.float32
+        )
+        patch_alpha = cv2.resize(patch_half, full, interpolation=cv2.INTER_LINEAR)
+        # The target's own pixels that show (its kept eyes and mouth, occluders, the feathered
+        # edge) are not drawn into the crop: resampled into it and back out at a sub-pixel phase
+        # that moves with the face, they were blurred anew on every frame, and a still face's
+        # swap changed up to a third more from frame to frame than the face itself. The paste
+        # takes them from the frame, moved as the reshaping moved them, resampled once.
+        displacement = cv2.multiply(moved.astype(np.float32), cv2.merge([patch_half, patch_half]))
+        return SwappedFace(
+            face.track_id,
+            to_canon,
+            patch_alpha * alpha_full,
+            crop=face_rgb,
+            displacement=displacement,
+        )
 
     def _match_colour(
         self,
@@ -487,10 +516,12 @@ class MeshStream:
         state: _TrackState,
         size: int,
         smoothing: float,
+        face_speed: float,
     ) -> tuple[Image, FloatArray]:
         """The warped source in the target's lighting, skin tone and detail (step 4), and
         where that was possible (0 where the needed brightness change is too extreme).
-        ``dst_h``: the landmarks on the half-resolution canvas."""
+        ``dst_h``: the landmarks on the half-resolution canvas; ``face_speed``: how far the
+        face moved since its last frame, of its eye distance."""
         half = size // 2
         shape = (half, half)
         unit = half / 100.0
@@ -536,7 +567,9 @@ class MeshStream:
         bounded = np.clip(gain, 0.4 * overall, 2.5 * overall).astype(np.float32)
         change = cv2.merge([bounded, tint[..., 1], tint[..., 2]])
         if state.gain is not None and state.gain.shape == change.shape and smoothing > 0:
-            change = cv2.addWeighted(state.gain, smoothing, change, 1 - smoothing, 0.0)
+            colour_smoothing = self._colour_smoothing(face_speed, change, state.gain, smoothing)
+            change = cv2.addWeighted(state.gain, colour_smoothing, change, 1 - colour_smoothing, 0)
+            smoothing = colour_smoothing  # the detail's contrast likewise, below
         state.gain = change
         # Contrast: the source's detail above the lighting scale (features, creases, and the
         # edges of its own shadows) is toned down to the target's where the source has more,
@@ -647,6 +680,33 @@ class MeshStream:
         state.offsets = offsets
         moved: FloatArray = target[:, :2] + offsets
         return moved
+
+    @staticmethod
+    def _face_speed(face: Face, state: _TrackState) -> float:
+        """How far ``face`` moved since its track's last frame, of its eye distance."""
+        centre = face.landmarks[:, :2].mean(axis=0)
+        last, state.centre = state.centre, centre
+        if last is None:
+            return float("inf")
+        return float(np.linalg.norm(centre - last)) / max(face.ipd, 1e-6)
+
+    @staticmethod
+    def _colour_smoothing(
+        face_speed: float, change: FloatArray, last: FloatArray, smoothing: float
+    ) -> float:
+        """How much of the last frame's colour change to keep. The change is estimated anew
+        from every frame's noisy pixels; on a still face under steady light it hardly changes
+        for real, so there it is averaged over more frames (:data:`STILL_COLOUR_SMOOTHING`),
+        and as fast as ``smoothing`` once the face moves (its shading moves with it) or the
+        light changes."""
+        if smoothing >= STILL_COLOUR_SMOOTHING:
+            return smoothing
+        light_step = float(cv2.absdiff(change[..., 0], last[..., 0]).mean())
+        still = min(
+            max(1.0 - face_speed / MOVING_FACE_STEP, 0.0),
+            max(1.0 - light_step / LIGHT_CHANGE_STEP, 0.0),
+        )
+        return smoothing + (STILL_COLOUR_SMOOTHING - smoothing) * still
 
     def _occlusion(
         self,
