@@ -216,6 +216,14 @@ def _ipd(landmarks: FloatArray) -> float:
     return float(np.linalg.norm(landmarks[LEFT_IRIS_CENTER, :2] - landmarks[RIGHT_IRIS_CENTER, :2]))
 
 
+def _placement(landmarks: FloatArray) -> tuple[FloatArray, float]:
+    """The centre of the landmarks' box and its larger side, in pixels: where a face is, for
+    matching it to a track."""
+    box = _box(landmarks)
+    center = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2], np.float32)
+    return center, max(box[2] - box[0], box[3] - box[1], 1.0)
+
+
 def _mesh_landmarks(mesh: Any, image: Image) -> list[FloatArray]:
     h, w = image.shape[:2]
     result = mesh.process(image)
@@ -307,7 +315,7 @@ class FaceTracker:
             detections = _still_landmarks(mesh, self._detector, frame.image, self.cfg.max_faces)
         else:
             detections = _mesh_landmarks(mesh, frame.image)
-            if any(self._match(raw, list(self._tracks)) is None for raw in detections):
+            if any(self._match(*_placement(raw), self._tracks) is None for raw in detections):
                 detections = _settled(mesh, frame.image, detections)
         grey: npt.NDArray[np.uint8] | None = None
         if detections and not self.static:
@@ -316,12 +324,10 @@ class FaceTracker:
         frame.faces = self._select(faces)
 
     @staticmethod
-    def _match(raw: FloatArray, candidates: list[_Track]) -> _Track | None:
-        """The track among ``candidates`` that the face with landmarks ``raw`` continues: the
-        nearest, if within half the face's size; None for a new face."""
-        box = _box(raw)
-        center = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2], np.float32)
-        size = max(box[2] - box[0], box[3] - box[1], 1.0)
+    def _match(center: FloatArray, size: float, candidates: list[_Track]) -> _Track | None:
+        """The track among ``candidates`` that a face at ``center`` of ``size`` (its
+        :func:`_placement`) continues: the nearest, if within half the face's size; None for a
+        new face."""
         best = min(
             candidates, key=lambda tr: float(np.linalg.norm(tr.center - center)), default=None
         )
@@ -338,10 +344,8 @@ class FaceTracker:
             self._tracks = []
         unmatched = list(self._tracks)
         for raw in detections:
-            box = _box(raw)
-            center = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2], np.float32)
-            size = max(box[2] - box[0], box[3] - box[1], 1.0)
-            best = self._match(raw, unmatched)
+            center, size = _placement(raw)
+            best = self._match(center, size, unmatched)
             if best is not None:
                 unmatched.remove(best)
                 track = best

@@ -233,6 +233,24 @@ MOVING_FACE_STEP = 0.01
 LIGHT_CHANGE_STEP = 0.02
 
 
+def _colour_smoothing(
+    face_speed: float, change: FloatArray, last: FloatArray, smoothing: float
+) -> float:
+    """How much of the last frame's colour change to keep. The change is estimated anew
+    from every frame's noisy pixels; on a still face under steady light it hardly changes
+    for real, so there it is averaged over more frames (:data:`STILL_COLOUR_SMOOTHING`),
+    and as fast as ``smoothing`` once the face moves (its shading moves with it) or the
+    light changes."""
+    if smoothing >= STILL_COLOUR_SMOOTHING:
+        return smoothing
+    light_step = float(cv2.absdiff(change[..., 0], last[..., 0]).mean())
+    still = min(
+        max(1.0 - face_speed / MOVING_FACE_STEP, 0.0),
+        max(1.0 - light_step / LIGHT_CHANGE_STEP, 0.0),
+    )
+    return smoothing + (STILL_COLOUR_SMOOTHING - smoothing) * still
+
+
 @dataclass
 class _TrackState:
     """What the engine remembers about one tracked face between frames."""
@@ -247,6 +265,7 @@ class _TrackState:
     occlusion: FloatArray | None = None  # (S, S) 0..1
     offsets: FloatArray | None = None  # smoothed shape-transfer offsets, image pixels (478, 2)
     centre: FloatArray | None = None  # the landmarks' mean, last frame (image pixels)
+    speed: float = float("inf")  # how far they moved since the frame before, of the eye distance
     last_seen: int = 0
 
 
@@ -348,6 +367,10 @@ class MeshStream:
             state = _TrackState(size=size)
             self._tracks[key] = state
         state.last_seen = self._frame_count
+        centre = face.landmarks[:, :2].mean(axis=0)
+        if state.centre is not None:
+            state.speed = float(np.linalg.norm(centre - state.centre)) / max(face.ipd, 1e-6)
+        state.centre = centre
         return state
 
     def swap_face(self, image: Image, face: Face, source: SourceFace) -> SwappedFace:
@@ -467,7 +490,6 @@ class MeshStream:
                 state,
                 size,
                 smoothing,
-                self._face_speed(face, state),
             )
             alpha *= usable
         else:  # the source's own colours, as asked (config: compose.color_transfer)
@@ -492,8 +514,8 @@ class MeshStream:
         # The target's own pixels that show (its kept eyes and mouth, occluders, the feathered
         # edge) are not drawn into the crop: resampled into it and back out at a sub-pixel phase
         # that moves with the face, they were blurred anew on every frame, and a still face's
-        # swap changed up to a third more from frame to frame than the face itself. The paste
-        # takes them from the frame, moved as the reshaping moved them, resampled once.
+        # swap shimmered (benchmarks/quality.py --still). The paste takes them from the frame,
+        # moved as the reshaping moved them, resampled once.
         displacement = cv2.multiply(moved.astype(np.float32), cv2.merge([patch_half, patch_half]))
         return SwappedFace(
             face.track_id,
@@ -516,12 +538,10 @@ class MeshStream:
         state: _TrackState,
         size: int,
         smoothing: float,
-        face_speed: float,
     ) -> tuple[Image, FloatArray]:
         """The warped source in the target's lighting, skin tone and detail (step 4), and
         where that was possible (0 where the needed brightness change is too extreme).
-        ``dst_h``: the landmarks on the half-resolution canvas; ``face_speed``: how far the
-        face moved since its last frame, of its eye distance."""
+        ``dst_h``: the landmarks on the half-resolution canvas."""
         half = size // 2
         shape = (half, half)
         unit = half / 100.0
@@ -566,18 +586,18 @@ class MeshStream:
         tint = cv2.subtract(tone_tgt, tone_src)
         bounded = np.clip(gain, 0.4 * overall, 2.5 * overall).astype(np.float32)
         change = cv2.merge([bounded, tint[..., 1], tint[..., 2]])
+        colour_smoothing = smoothing
         if state.gain is not None and state.gain.shape == change.shape and smoothing > 0:
-            colour_smoothing = self._colour_smoothing(face_speed, change, state.gain, smoothing)
+            colour_smoothing = _colour_smoothing(state.speed, change, state.gain, smoothing)
             change = cv2.addWeighted(state.gain, colour_smoothing, change, 1 - colour_smoothing, 0)
-            smoothing = colour_smoothing  # the detail's contrast likewise, below
         state.gain = change
         # Contrast: the source's detail above the lighting scale (features, creases, and the
         # edges of its own shadows) is toned down to the target's where the source has more,
         # never up. A crisp photo on a soft video frame looks pasted on, and every small head
         # movement would change the swap more than the face it replaces.
         contrast = _detail_ratio(tgt_lab, low_tgt, tgt_lit, src_lab, low_src, src_lit, overall)
-        if state.contrast is not None and smoothing > 0:
-            contrast = smoothing * state.contrast + (1 - smoothing) * contrast
+        if state.contrast is not None and colour_smoothing > 0:
+            contrast = colour_smoothing * state.contrast + (1 - colour_smoothing) * contrast
         state.contrast = contrast
         # Lightness: L' = gain * (base + kept * (L - base)), with base the source's local mean
         # and ``kept`` how much of its detail stays; that is L * scale + offset, both smooth, so
@@ -680,33 +700,6 @@ class MeshStream:
         state.offsets = offsets
         moved: FloatArray = target[:, :2] + offsets
         return moved
-
-    @staticmethod
-    def _face_speed(face: Face, state: _TrackState) -> float:
-        """How far ``face`` moved since its track's last frame, of its eye distance."""
-        centre = face.landmarks[:, :2].mean(axis=0)
-        last, state.centre = state.centre, centre
-        if last is None:
-            return float("inf")
-        return float(np.linalg.norm(centre - last)) / max(face.ipd, 1e-6)
-
-    @staticmethod
-    def _colour_smoothing(
-        face_speed: float, change: FloatArray, last: FloatArray, smoothing: float
-    ) -> float:
-        """How much of the last frame's colour change to keep. The change is estimated anew
-        from every frame's noisy pixels; on a still face under steady light it hardly changes
-        for real, so there it is averaged over more frames (:data:`STILL_COLOUR_SMOOTHING`),
-        and as fast as ``smoothing`` once the face moves (its shading moves with it) or the
-        light changes."""
-        if smoothing >= STILL_COLOUR_SMOOTHING:
-            return smoothing
-        light_step = float(cv2.absdiff(change[..., 0], last[..., 0]).mean())
-        still = min(
-            max(1.0 - face_speed / MOVING_FACE_STEP, 0.0),
-            max(1.0 - light_step / LIGHT_CHANGE_STEP, 0.0),
-        )
-        return smoothing + (STILL_COLOUR_SMOOTHING - smoothing) * still
 
     def _occlusion(
         self,
